@@ -1,0 +1,27 @@
+# Set-up on a fresh machine needs only Python 3.11+ and a running Docker engine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: demo test samples lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+samples: $(VENV)/.installed
+	$(PY) -m sample_models.build
+
+test: samples
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check harness sample_models tests
+	$(PY) -m ruff format --check harness sample_models tests
+	$(PY) -m mypy harness
+
+clean:
+	rm -rf $(VENV) build reports

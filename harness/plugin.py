@@ -1,0 +1,1 @@
+"""pytest adapter of the conformance harness."""

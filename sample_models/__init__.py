@@ -1,0 +1,1 @@
+"""Sample model images: one conformant model and its deliberately broken variants."""

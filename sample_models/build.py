@@ -1,0 +1,231 @@
+"""Build the sample model images, from Debian's archive, without pulling any image.
+
+    python -m sample_models.build          # base image, every sample, and the sample TAR
+
+Idempotent: the base image is tagged with a hash of its recipe and skipped when present;
+the samples rebuild through Docker's layer cache; the TAR is rewritten only when the
+conformant image changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import docker.errors
+from docker.models.images import Image
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+TAR_DIR = ROOT / "build" / "samples"
+NAMESPACE = "psc-samples"
+LABEL = "org.psc-harness.sample"
+
+# Everything that decides the base image's content; its hash is the image's tag.
+BASE_RECIPE: dict[str, object] = {
+    "suite": "bookworm",
+    "variant": "minbase",
+    "packages": ["python3", "python3-flask", "python3-yaml", "gunicorn"],
+    "excludes": ["/usr/share/doc/*", "/usr/share/man/*", "/usr/share/locale/*", "/usr/share/info/*"],
+    "env": ["LANG=C.UTF-8", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+    "fallback": "python:3.11-slim-bookworm",
+}
+MIRROR = os.environ.get("PSC_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    defect: str  # the one part of the contract it breaks; empty for conformant ones
+    ready_after: int = 0
+
+    @property
+    def tag(self) -> str:
+        return f"{NAMESPACE}/{self.name}:latest"
+
+
+SAMPLES: tuple[Sample, ...] = (
+    Sample("langid", ""),
+    Sample("langid-slow-start", "", ready_after=8),
+    Sample("broken-status-html", "/status answers Content-Type text/html"),
+    Sample("broken-status-no-statuscode", "the /status body lacks statusCode"),
+    Sample("broken-ignores-port", "listens on 8080 whatever PSC_MODEL_PORT says"),
+    Sample("broken-never-ready", "/status answers 503 forever"),
+    Sample("broken-exit-at-start", "exits with code 3 at start"),
+    Sample("broken-run-no-output", "/run answers 200 without writing the declared output"),
+    Sample("broken-run-error-not-json", "/run errors answer text/plain"),
+    Sample("broken-shutdown-exit-1", "/shutdown ends the process with exit code 1"),
+    Sample("broken-shutdown-ignored", "/shutdown answers 202 but the process never exits"),
+)
+CONFORMANT = SAMPLES[0]
+CONFORMANT_TAR = TAR_DIR / f"{CONFORMANT.name}.tar"
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+def say(message: str) -> None:
+    print(f"samples: {message}", flush=True)
+
+
+def base_tag() -> str:
+    digest = hashlib.sha256(json.dumps(BASE_RECIPE, sort_keys=True).encode()).hexdigest()
+    return f"{NAMESPACE}/base:{digest[:16]}"
+
+
+def image_exists(client: docker.DockerClient, ref: str) -> bool:
+    try:
+        client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def ensure_mmdebstrap() -> str | None:
+    found = shutil.which("mmdebstrap")
+    if found or not shutil.which("apt-get") or os.geteuid() != 0:
+        return found
+    say("installing mmdebstrap from Debian's archive")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "mmdebstrap"]):
+        subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+    return shutil.which("mmdebstrap")
+
+
+def bootstrap_base(client: docker.DockerClient, tag: str, mmdebstrap: str) -> None:
+    repository, version = tag.split(":")
+    with tempfile.TemporaryDirectory(prefix="psc-base-") as tmp:
+        rootfs = Path(tmp) / "rootfs.tar"
+        command = [
+            mmdebstrap,
+            "--mode=root",
+            f"--variant={BASE_RECIPE['variant']}",
+            "--include=" + ",".join(BASE_RECIPE["packages"]),  # type: ignore[arg-type]
+            '--aptopt=Acquire::Check-Valid-Until "false"',
+            *(f"--dpkgopt=path-exclude={pattern}" for pattern in BASE_RECIPE["excludes"]),  # type: ignore[attr-defined]
+            str(BASE_RECIPE["suite"]),
+            str(rootfs),
+            MIRROR,
+        ]
+        say(f"bootstrapping Debian {BASE_RECIPE['suite']} into {tag} (about 30 s)")
+        # The root file system goes to a file first: a failed bootstrap must never be
+        # imported as a half-empty image.
+        result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if result.returncode != 0 or not rootfs.exists() or rootfs.stat().st_size == 0:
+            tail = "\n".join(result.stderr.strip().splitlines()[-15:])
+            raise BuildError(f"mmdebstrap failed with exit code {result.returncode}:\n{tail}")
+        changes = [f"ENV {item}" for item in BASE_RECIPE["env"]]  # type: ignore[attr-defined]
+        client.api.import_image_from_file(str(rootfs), repository=repository, tag=version, changes=changes)
+
+
+def build_base_from_registry(client: docker.DockerClient, tag: str) -> None:
+    # Only for machines without apt but with a registry; the offline path is the default.
+    say(f"mmdebstrap is not available: building {tag} from {BASE_RECIPE['fallback']}")
+    with tempfile.TemporaryDirectory(prefix="psc-base-") as tmp:
+        Path(tmp, "Dockerfile").write_text(
+            f"FROM {BASE_RECIPE['fallback']}\nRUN pip install --no-cache-dir flask gunicorn pyyaml\n"
+        )
+        client.images.build(path=tmp, tag=tag, pull=True, rm=True, forcerm=True)
+
+
+def verify_base(client: docker.DockerClient, tag: str) -> None:
+    try:
+        client.containers.run(tag, ["python3", "-c", "import flask, gunicorn, yaml"], remove=True)
+    except docker.errors.ContainerError as exc:
+        client.images.remove(tag, force=True)
+        raise BuildError(f"{tag} was built but cannot import its packages; removed it: {exc}") from None
+
+
+def build_base(client: docker.DockerClient) -> str:
+    tag = base_tag()
+    if image_exists(client, tag):
+        say(f"{tag} is up to date")
+        return tag
+    mmdebstrap = ensure_mmdebstrap()
+    if mmdebstrap:
+        bootstrap_base(client, tag, mmdebstrap)
+    else:
+        build_base_from_registry(client, tag)
+    verify_base(client, tag)
+    say(f"built {tag}")
+    return tag
+
+
+def build_sample(client: docker.DockerClient, sample: Sample, base: str) -> Image:
+    try:
+        image, _log = client.images.build(
+            path=str(HERE / "langid"),
+            tag=sample.tag,
+            buildargs={"BASE_IMAGE": base, "VARIANT": sample.name, "READY_AFTER": str(sample.ready_after)},
+            labels={LABEL: sample.name},
+            pull=False,
+            rm=True,
+            forcerm=True,
+        )
+    except docker.errors.BuildError as exc:
+        log = "".join(str(item.get("stream", item.get("error", ""))) for item in exc.build_log)
+        raise BuildError(f"building {sample.tag} failed: {exc.msg}\n{log[-2000:]}") from None
+    say(f"{sample.tag} {image.short_id}")
+    return image
+
+
+def save_tar(image: Image, target: Path) -> None:
+    marker = target.with_suffix(".id")
+    if target.exists() and marker.exists() and marker.read_text() == image.id:
+        say(f"{target.relative_to(ROOT)} is up to date")
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".tar.partial")
+    with partial.open("wb") as out:
+        for chunk in image.save(named=True):
+            out.write(chunk)
+    partial.replace(target)
+    marker.write_text(image.id)
+    say(f"saved {image.tags[0]} to {target.relative_to(ROOT)} ({target.stat().st_size // 2**20} MiB)")
+
+
+def build_all(client: docker.DockerClient, names: list[str] | None = None) -> dict[str, Image]:
+    base = build_base(client)
+    chosen = [s for s in SAMPLES if not names or s.name in names]
+    images = {sample.name: build_sample(client, sample, base) for sample in chosen}
+    if CONFORMANT.name in images:
+        save_tar(images[CONFORMANT.name], CONFORMANT_TAR)
+    return images
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("names", nargs="*", help="samples to build (default: all)")
+    args = parser.parse_args(argv)
+    unknown = set(args.names) - {s.name for s in SAMPLES}
+    if unknown:
+        parser.error(f"unknown sample(s): {', '.join(sorted(unknown))}")
+    try:
+        client = docker.from_env(version="auto")
+    except docker.errors.DockerException as exc:
+        print(f"samples: cannot reach the Docker engine: {exc}", file=sys.stderr)
+        return 2
+    try:
+        build_all(client, args.names)
+    except (BuildError, subprocess.CalledProcessError, docker.errors.DockerException) as exc:
+        print(f"samples: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

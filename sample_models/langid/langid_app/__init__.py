@@ -1,0 +1,1 @@
+"""A character n-gram language identifier served under the model container contract."""

@@ -1,0 +1,65 @@
+"""Entry point of the image: gunicorn, in-process, bound to ``$PSC_MODEL_PORT``."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from .server import create_app
+
+
+class Server(BaseApplication):  # type: ignore[misc]
+    def __init__(self, options: dict[str, Any], variant: str, ready_at: float) -> None:
+        self.options = options
+        self.variant = variant
+        self.ready_at = ready_at
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        return create_app(self.variant, self.ready_at)
+
+
+def on_exit_with(code: int) -> Any:
+    def on_exit(_server: Any) -> None:
+        os._exit(code)
+
+    return on_exit
+
+
+def main() -> None:
+    variant = os.environ.get("PSC_SAMPLE_VARIANT", "")
+    if variant == "broken-exit-at-start":
+        print("langid: refusing to start (sample defect: exit at start)", flush=True)
+        sys.exit(3)
+    port = "8080" if variant == "broken-ignores-port" else os.environ.get("PSC_MODEL_PORT", "")
+    if not port.isdigit():
+        print(f"langid: PSC_MODEL_PORT must be a port number, got {port!r}", flush=True)
+        sys.exit(2)
+    ready_at = time.time() + float(os.environ.get("PSC_SAMPLE_READY_AFTER", "0"))
+    if ready_at > time.time():
+        stamp = datetime.fromtimestamp(ready_at, UTC).isoformat(timespec="milliseconds")
+        print(f"langid: /status can answer 200 from {stamp}", flush=True)
+    options: dict[str, Any] = {
+        "bind": f"0.0.0.0:{port}",
+        "workers": 1,
+        "threads": 2,
+        "timeout": 120,
+        "graceful_timeout": 5,
+        "accesslog": "-",
+    }
+    if variant == "broken-shutdown-exit-1":
+        options["on_exit"] = on_exit_with(1)
+    Server(options, variant, ready_at).run()
+
+
+if __name__ == "__main__":
+    main()

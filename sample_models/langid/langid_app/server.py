@@ -1,0 +1,151 @@
+"""The HTTP server of the sample model: the contract of SPEC.md section 2.
+
+One app serves every sample variant. ``PSC_SAMPLE_VARIANT`` (baked into each variant's
+image) switches on exactly one deliberate defect, so that the conformance checks can be
+shown to fail for the right reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import yaml
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from .model import InputRejected, LanguageIdentifier
+
+APP_DIR = Path(__file__).resolve().parent.parent
+
+
+class JobError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def envelope(
+    code: int, message: str, *, mimetype: str = "application/json", with_code: bool = True
+) -> Response:
+    body: dict[str, Any] = {"statusCode": code, "status": HTTPStatus(code).phrase, "message": message}
+    if not with_code:
+        del body["statusCode"]
+    return Response(json.dumps(body) + "\n", status=code, mimetype=mimetype)
+
+
+def parse_size(text: str) -> int:
+    units = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+    text = str(text).strip().upper().removesuffix("B")
+    return int(float(text[:-1] if text[-1:] in units else text) * units.get(text[-1:], 1))
+
+
+def create_app(variant: str, ready_at: float) -> Flask:
+    metadata = yaml.safe_load((APP_DIR / "model.yaml").read_text(encoding="utf-8"))
+    inputs: dict[str, dict[str, Any]] = metadata["inputs"]
+    outputs: dict[str, dict[str, Any]] = metadata["outputs"]
+    app = Flask("langid")
+    lock = threading.Lock()
+    loaded: list[LanguageIdentifier] = []
+
+    def model() -> LanguageIdentifier:
+        # Like the reference server, the model is built on first use (normally /status).
+        with lock:
+            if not loaded:
+                loaded.append(LanguageIdentifier.load(APP_DIR / "langid-model.json"))
+            return loaded[0]
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        return envelope(exc.code or 500, exc.description or "")
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        app.logger.exception("unhandled error")
+        return envelope(500, f"internal error: {exc}")
+
+    @app.get("/status")
+    def status() -> Response:
+        if variant == "broken-never-ready" or time.time() < ready_at:
+            return envelope(503, "model is loading")
+        try:
+            model()
+        except Exception as exc:  # loading failed: the contract says 500
+            return envelope(500, f"model failed to load: {exc}")
+        if variant == "broken-status-html":
+            return envelope(200, "model is ready", mimetype="text/html")
+        return envelope(200, "model is ready", with_code=variant != "broken-status-no-statuscode")
+
+    def run_error(code: int, message: str) -> Response:
+        if variant == "broken-run-error-not-json":
+            return Response(f"error {code}: {message}\n", status=code, mimetype="text/plain")
+        return envelope(code, message)
+
+    def read_job() -> tuple[Path, Path]:
+        raw = request.get_data()
+        try:
+            job = json.loads(raw)
+        except ValueError:
+            # The reference server accepts JSON under any Content-Type; 415 is kept for
+            # bodies that are not JSON and do not claim to be.
+            if request.mimetype == "application/json":
+                raise JobError(400, "the job configuration is not valid JSON") from None
+            raise JobError(415, "the job configuration must be a JSON body") from None
+        if not isinstance(job, dict):
+            raise JobError(400, "the job configuration must be a JSON object")
+        if job.get("type") != "file":
+            raise JobError(400, 'the job type must be "file"')
+        for key in ("input", "output"):
+            if not isinstance(job.get(key), str) or not job[key]:
+                raise JobError(400, f"'{key}' must be a directory path (a string)")
+        output = Path(job["output"])
+        try:
+            output.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise JobError(400, f"cannot create the output directory: {exc.strerror}") from None
+        return Path(job["input"]), output
+
+    @app.post("/run")
+    def run() -> Response:
+        try:
+            input_dir, output_dir = read_job()
+            ((name, spec),) = inputs.items()
+            path = input_dir / name
+            if not path.is_file():
+                raise JobError(400, f"the input file '{name}' is missing from {input_dir}")
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise JobError(400, f"cannot read '{name}': {exc.strerror}") from None
+            limit = spec.get("maxSize")
+            if limit is not None and len(data) > parse_size(limit):
+                raise JobError(422, f"the input is larger than the {limit} limit")
+            try:
+                result = model().predict(data)
+            except InputRejected as exc:
+                raise JobError(422, str(exc)) from None
+            if variant != "broken-run-no-output":
+                (out_name,) = outputs
+                try:
+                    (output_dir / out_name).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+                except OSError as exc:
+                    raise JobError(400, f"cannot write '{out_name}': {exc.strerror}") from None
+        except JobError as exc:
+            return run_error(exc.code, exc.message)
+        return envelope(200, f"identified {result['languageName']}")
+
+    @app.post("/shutdown")
+    def shutdown() -> Response:
+        if variant != "broken-shutdown-ignored":
+            # Answer first, then ask the gunicorn master (our parent) to stop gracefully.
+            threading.Timer(0.1, os.kill, (os.getppid(), signal.SIGTERM)).start()
+        return envelope(202, "shutting down")
+
+    return app
