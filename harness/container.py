@@ -1,0 +1,177 @@
+"""One model container: started safely, watched while it loads, stopped and removed."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+from docker.models.containers import Container
+
+from .errors import SetupError
+from .http import Exchange, ModelClient
+
+LOG_TAIL_LINES = 40
+POLL_START = 0.02  # seconds between /status polls, doubling up to POLL_CAP
+POLL_CAP = 0.1
+
+
+def random_model_port() -> int:
+    # Never 80 or 8080: an image that ignores PSC_MODEL_PORT must not pass by luck.
+    return random.randint(20000, 59999)
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_bytes: int | None
+    cpu_count: float | None
+
+
+@dataclass
+class Readiness:
+    ready: bool
+    polls: int
+    seconds: float
+    first_answer_seconds: float | None  # first HTTP answer of any status
+    last: Exchange | None
+    exit_code: int | None = None  # set when the container exited while loading
+    oom_killed: bool = False
+
+
+class ModelContainer:
+    """Use as a context manager: whatever happens, the container is removed on exit."""
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        image_id: str,
+        *,
+        labels: dict[str, str],
+        limits: Limits,
+        mounts: dict[Path, tuple[str, str]],
+        name_prefix: str = "psc-model",
+    ) -> None:
+        self._client = client
+        self.image_id = image_id
+        self.labels = labels
+        self.limits = limits
+        self.mounts = mounts
+        self.model_port = random_model_port()
+        self.name = f"{name_prefix}-{self.model_port}-{random.randrange(16**6):06x}"
+        self.container: Container | None = None
+        self.http: ModelClient | None = None
+        self.started_at = 0.0
+
+    def __enter__(self) -> ModelContainer:
+        try:
+            self.start()
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.remove()
+
+    def start(self) -> None:
+        limits: dict[str, int] = {}
+        if self.limits.memory_bytes:
+            # No swap beyond the declared memory, as on the platform.
+            limits = {"mem_limit": self.limits.memory_bytes, "memswap_limit": self.limits.memory_bytes}
+        if self.limits.cpu_count:
+            limits["nano_cpus"] = int(self.limits.cpu_count * 1e9)
+        try:
+            self.container = self._client.containers.create(
+                self.image_id,
+                name=self.name,
+                environment={"PSC_MODEL_PORT": str(self.model_port)},
+                ports={f"{self.model_port}/tcp": ("127.0.0.1", None)},
+                labels=self.labels,
+                volumes={
+                    str(host): {"bind": inside, "mode": mode} for host, (inside, mode) in self.mounts.items()
+                },
+                privileged=False,
+                **limits,
+            )
+            self.started_at = time.monotonic()
+            self.container.start()
+            self.container.reload()
+        except docker.errors.APIError as exc:
+            raise SetupError(f"the engine could not start the image: {exc.explanation or exc}") from None
+        bindings = (self.container.ports or {}).get(f"{self.model_port}/tcp") or []
+        if bindings:
+            self.http = ModelClient(f"http://127.0.0.1:{bindings[0]['HostPort']}")
+
+    def state(self) -> dict[str, Any]:
+        assert self.container is not None
+        self.container.reload()
+        return dict(self.container.attrs.get("State") or {})
+
+    def wait_ready(self, timeout: float) -> Readiness:
+        """Poll GET /status until 200, the timeout, or the container's exit, whichever is first."""
+        deadline = self.started_at + timeout
+        polls = 0
+        first_answer: float | None = None
+        last: Exchange | None = None
+        interval = POLL_START
+        while True:
+            now = time.monotonic()
+            if self.http is not None and now < deadline:
+                # The first /status may block while the model loads: the read may take the rest.
+                last = self.http.request("GET", "/status", timeout=max(deadline - now, 0.05))
+                polls += 1
+                if last.status is not None and first_answer is None:
+                    first_answer = time.monotonic() - self.started_at
+                if last.status == 200:
+                    return Readiness(True, polls, time.monotonic() - self.started_at, first_answer, last)
+            state = self.state()
+            if state.get("Status") not in ("created", "running"):
+                return Readiness(
+                    False,
+                    polls,
+                    time.monotonic() - self.started_at,
+                    first_answer,
+                    last,
+                    exit_code=int(state.get("ExitCode") or 0),
+                    oom_killed=bool(state.get("OOMKilled")),
+                )
+            if time.monotonic() >= deadline:
+                return Readiness(False, polls, time.monotonic() - self.started_at, first_answer, last)
+            time.sleep(min(interval, max(deadline - time.monotonic(), 0)))
+            interval = min(interval * 2, POLL_CAP)
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """The exit code, or None if the process is still running after ``timeout``."""
+        assert self.container is not None
+        try:
+            return int(self.container.wait(timeout=timeout)["StatusCode"])
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            return None
+
+    def kill(self) -> None:
+        if self.container is not None:
+            with contextlib.suppress(docker.errors.APIError):  # already gone
+                self.container.kill()
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        if self.container is None:
+            return ""
+        try:
+            raw = self.container.logs(tail=lines)
+        except docker.errors.APIError:
+            return ""
+        return raw.decode("utf-8", errors="replace").rstrip() if isinstance(raw, bytes) else ""
+
+    def remove(self) -> None:
+        if self.http is not None:
+            self.http.close()
+        if self.container is not None:
+            with contextlib.suppress(docker.errors.NotFound):
+                self.container.remove(force=True)
+            self.container = None

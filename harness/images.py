@@ -1,0 +1,178 @@
+"""Where the image under test comes from: a tag in the engine or a ``docker save`` TAR."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+
+from .errors import SetupError
+
+MODEL_YAML = "model.yaml"
+FALLBACK_APP_DIR = "/opt/app"
+
+
+def connect(timeout: float = 30.0) -> docker.DockerClient:
+    """A client for the engine of the environment (DOCKER_HOST, or the local socket)."""
+    try:
+        client = docker.from_env(version="auto", timeout=int(timeout))
+    except docker.errors.DockerException as exc:
+        raise SetupError(f"cannot reach the Docker engine: {_reason(exc)}") from None
+    return client
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    if "Permission denied" in text:
+        return "permission denied on the Docker socket (is this user in the docker group?)"
+    if "No such file" in text or "Connection refused" in text or "ConnectionRefused" in text:
+        return "no engine answers (is the Docker daemon running? is DOCKER_HOST right?)"
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@dataclass(frozen=True)
+class TarManifest:
+    """What a ``docker save`` archive says it holds, read without loading it."""
+
+    path: Path
+    image_ids: tuple[str, ...]
+    repo_tags: tuple[str, ...]
+
+
+def read_tar_manifest(path: Path) -> TarManifest:
+    if not path.is_file():
+        raise SetupError(f"the image archive {path} does not exist")
+    if path.stat().st_size == 0:
+        raise SetupError(f"the image archive {path} is empty")
+    try:
+        with tarfile.open(path, mode="r:") as archive:
+            # tarfile seeks over member data, so this reads headers only.
+            member = archive.getmember("manifest.json")
+            extracted = archive.extractfile(member)
+            manifest = json.load(extracted) if extracted else None
+    except KeyError:
+        raise SetupError(f"{path} is not a docker image archive (it has no manifest.json)") from None
+    except (tarfile.TarError, OSError, ValueError) as exc:
+        raise SetupError(f"{path} is not a readable docker image archive: {exc}") from None
+    if not isinstance(manifest, list) or not manifest:
+        raise SetupError(f"{path} has an empty or malformed manifest.json")
+    ids = tuple(
+        "sha256:" + PurePosixPath(str(entry["Config"])).name.removesuffix(".json") for entry in manifest
+    )
+    tags = tuple(tag for entry in manifest for tag in entry.get("RepoTags") or ())
+    return TarManifest(path, ids, tags)
+
+
+@dataclass
+class PreparedImage:
+    ref: str  # what the user named: a tag or a TAR path
+    source: str  # "tag" or "tar"
+    image_id: str
+    tags: tuple[str, ...]
+    size: int
+    config: dict[str, Any]
+    loaded_by_harness: bool
+
+    @property
+    def working_dir(self) -> str:
+        return str(self.config.get("WorkingDir") or "/")
+
+
+def _prepared(
+    client: docker.DockerClient, ref: str, source: str, image_id: str, loaded: bool
+) -> PreparedImage:
+    attrs = client.images.get(image_id).attrs
+    return PreparedImage(
+        ref=ref,
+        source=source,
+        image_id=str(attrs["Id"]),
+        tags=tuple(attrs.get("RepoTags") or ()),
+        size=int(attrs.get("Size") or 0),
+        config=dict(attrs.get("Config") or {}),
+        loaded_by_harness=loaded,
+    )
+
+
+def from_tag(client: docker.DockerClient, ref: str) -> PreparedImage:
+    try:
+        image = client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        raise SetupError(f"image {ref} is not in the Docker engine (build or load it first)") from None
+    except docker.errors.APIError as exc:
+        raise SetupError(f"cannot inspect image {ref}: {exc.explanation or exc}") from None
+    return _prepared(client, ref, "tag", str(image.id), loaded=False)
+
+
+def image_present(client: docker.DockerClient, image_id: str) -> bool:
+    try:
+        client.images.get(image_id)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def load_tar(client: docker.DockerClient, manifest: TarManifest) -> PreparedImage:
+    """Stream the archive into the engine; the image is ours to remove if it was not there before."""
+    if len(manifest.image_ids) != 1:
+        listed = ", ".join(manifest.repo_tags or manifest.image_ids)
+        raise SetupError(
+            f"{manifest.path} holds {len(manifest.image_ids)} images ({listed}); "
+            "load it with `docker load` and give one with --model-image"
+        )
+    (image_id,) = manifest.image_ids
+    already_there = image_present(client, image_id)
+    try:
+        with manifest.path.open("rb") as stream:
+            # A file object is sent in chunks: the archive is never read whole into memory.
+            for line in client.api.load_image(stream):
+                if isinstance(line, dict) and line.get("error"):
+                    raise SetupError(f"the engine could not load {manifest.path}: {line['error']}")
+    except docker.errors.APIError as exc:
+        raise SetupError(f"the engine could not load {manifest.path}: {exc.explanation or exc}") from None
+    except requests.RequestException as exc:
+        raise SetupError(f"loading {manifest.path} failed: {exc}") from None
+    if not image_present(client, image_id):
+        raise SetupError(f"the engine did not load {image_id} from {manifest.path}")
+    return _prepared(client, str(manifest.path), "tar", image_id, loaded=not already_there)
+
+
+def remove_image(client: docker.DockerClient, image: PreparedImage) -> None:
+    if image.loaded_by_harness:
+        with contextlib.suppress(docker.errors.NotFound):
+            client.images.remove(image.image_id, force=True)
+
+
+def find_model_yaml(
+    client: docker.DockerClient, image: PreparedImage, labels: dict[str, str]
+) -> tuple[str, str] | None:
+    """Read model.yaml from the image's working directory, then /opt/app: (text, where) or None."""
+    candidates = list(
+        dict.fromkeys(
+            [str(PurePosixPath(image.working_dir) / MODEL_YAML), f"{FALLBACK_APP_DIR}/{MODEL_YAML}"]
+        )
+    )
+    # A created, never started container exposes the image's files without running any code.
+    container = client.containers.create(image.image_id, command=["/"], labels=labels, network_disabled=True)
+    try:
+        for candidate in candidates:
+            try:
+                chunks, _stat = container.get_archive(candidate)
+            except docker.errors.NotFound:
+                continue
+            with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as archive:
+                member = archive.next()
+                extracted = archive.extractfile(member) if member else None
+                if extracted is None:
+                    continue
+                return extracted.read().decode("utf-8", errors="replace"), f"{image.ref}:{candidate}"
+        return None
+    finally:
+        container.remove(force=True)

@@ -1,0 +1,277 @@
+"""The conformance run of one image: prepare it once, start it once, run every check on it.
+
+Knows nothing of pytest: a script can drive an ``ImageRun`` directly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+
+from . import cases as casedata
+from . import images
+from .container import Limits, ModelContainer, Readiness
+from .errors import CheckSkipped, SetupError
+from .http import Exchange
+from .metadata import ModelMetadata, parse_metadata
+
+LABEL = "org.psc-harness"
+SESSION_LABEL = "org.psc-harness.session"
+MOUNT_ROOT = "/psc-harness"
+DEFAULT_STATUS_TIMEOUT = 60.0
+DEFAULT_RUN_TIMEOUT = 60.0
+DEFAULT_SHUTDOWN_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """An image to check, as the user named it."""
+
+    kind: str  # "image" or "tar"
+    ref: str
+    manifest: images.TarManifest | None = None
+
+    @property
+    def label(self) -> str:
+        return self.ref if self.kind == "image" else Path(self.ref).name
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    model_yaml: Path | None = None
+    model_data: Path | None = None
+    status_timeout: float | None = None
+    run_timeout: float | None = None
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+
+
+@dataclass
+class JobResult:
+    exchange: Exchange
+    input_dir: Path
+    output_dir: Path
+
+    def output(self, name: str) -> Path:
+        return self.output_dir / name
+
+
+@dataclass
+class ShutdownResult:
+    exchange: Exchange
+    exit_code: int | None  # None: still running after the wait, then killed
+    waited: float
+
+
+@dataclass
+class ImageRun:
+    target: Target
+    options: RunOptions
+    session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+
+    client: docker.DockerClient | None = None
+    image: images.PreparedImage | None = None
+    metadata: ModelMetadata | None = None
+    metadata_note: str = ""
+    cases: list[casedata.Case] = field(default_factory=list)
+    container: ModelContainer | None = None
+    readiness: Readiness | None = None
+    shutdown: ShutdownResult | None = None
+    setup_error: SetupError | None = None
+    _workdir: Path | None = None
+    _jobs: int = 0
+
+    # -- preparation -------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Connect, bring the image into the engine, find model.yaml. Once; errors are kept."""
+        if self.setup_error is not None:
+            raise CheckSkipped(f"not evaluated: {self.setup_error}")
+        if self.image is not None:
+            return
+        try:
+            self._prepare()
+        except SetupError as exc:
+            self.setup_error = exc
+            raise
+
+    def _prepare(self) -> None:
+        if self.options.model_data is not None:
+            self.cases = casedata.discover(self.options.model_data)
+        if self.options.model_yaml is not None:
+            self.metadata = read_metadata_file(self.options.model_yaml)
+            self.metadata_note = f"model.yaml from {self.options.model_yaml}"
+        self.client = images.connect()
+        try:
+            self.client.ping()
+        except Exception as exc:
+            raise SetupError(f"cannot reach the Docker engine: {images._reason(exc)}") from None
+        if self.target.kind == "tar":
+            manifest = self.target.manifest or images.read_tar_manifest(Path(self.target.ref))
+            self.image = images.load_tar(self.client, manifest)
+        else:
+            self.image = images.from_tag(self.client, self.target.ref)
+        if self.metadata is None:
+            found = images.find_model_yaml(self.client, self.image, self.labels)
+            if found is not None:
+                text, where = found
+                self.metadata = parse_metadata(text, where)
+                self.metadata_note = f"model.yaml found in the image at {where.split(':')[-1]}"
+            else:
+                self.metadata_note = (
+                    "no model.yaml: given none, and none in the image's working directory or /opt/app"
+                )
+        if self.metadata is not None:
+            for case in self.cases:
+                casedata.resolve_inputs(case, self.metadata.inputs)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {LABEL: "1", SESSION_LABEL: self.session_id, f"{LABEL}.pid": str(os.getpid())}
+
+    @property
+    def status_timeout(self) -> float:
+        declared = self.metadata.status_timeout if self.metadata else None
+        return self.options.status_timeout or declared or DEFAULT_STATUS_TIMEOUT
+
+    @property
+    def run_timeout(self) -> float:
+        declared = self.metadata.run_timeout if self.metadata else None
+        return self.options.run_timeout or declared or DEFAULT_RUN_TIMEOUT
+
+    # -- the container -----------------------------------------------------------------
+
+    def start(self) -> ModelContainer:
+        """Start the container once: one start serves the whole battery."""
+        self.prepare()
+        if self.container is not None:
+            return self.container
+        assert self.client is not None and self.image is not None
+        workdir = self.workdir()
+        limits = Limits(
+            self.metadata.memory_bytes if self.metadata else None,
+            self.metadata.cpu_count if self.metadata else None,
+        )
+        mounts = {workdir / "in": (f"{MOUNT_ROOT}/in", "ro"), workdir / "out": (f"{MOUNT_ROOT}/out", "rw")}
+        container = ModelContainer(
+            self.client, self.image.image_id, labels=self.labels, limits=limits, mounts=mounts
+        )
+        container.__enter__()
+        self.container = container
+        return container
+
+    def restart(self) -> ModelContainer:
+        """A fresh container, for checks that come after /shutdown (the author's own tests)."""
+        if self.container is not None:
+            self.container.remove()
+        self.container = None
+        self.readiness = self.shutdown = None
+        return self.start()
+
+    def wait_ready(self) -> Readiness:
+        if self.readiness is None:
+            self.readiness = self.start().wait_ready(self.status_timeout)
+        return self.readiness
+
+    def require_ready(self) -> ModelContainer:
+        readiness = self.wait_ready()
+        if not readiness.ready:
+            raise CheckSkipped("the model never became ready (see status.ready)")
+        assert self.container is not None
+        return self.container
+
+    def log_tail(self) -> str:
+        return self.container.log_tail() if self.container else ""
+
+    def workdir(self) -> Path:
+        if self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix=f"psc-harness-{self.session_id}-"))
+            (self._workdir / "in").mkdir(mode=0o755)
+            (self._workdir / "out").mkdir()
+            # The model may run as any user: let it write its outputs.
+            (self._workdir / "out").chmod(0o777)
+            self._workdir.chmod(0o755)
+        return self._workdir
+
+    # -- jobs -------------------------------------------------------------------------
+
+    def job_dirs(self, name: str) -> tuple[Path, Path, str, str]:
+        self._jobs += 1
+        job = f"{self._jobs:03d}-{name}"
+        input_dir = self.workdir() / "in" / job
+        output_dir = self.workdir() / "out" / job
+        input_dir.mkdir(mode=0o755)
+        output_dir.mkdir()
+        output_dir.chmod(0o777)
+        return input_dir, output_dir, f"{MOUNT_ROOT}/in/{job}", f"{MOUNT_ROOT}/out/{job}"
+
+    def run_job(
+        self,
+        inputs: Mapping[str, bytes | Path],
+        *,
+        name: str = "job",
+        payload: dict[str, object] | None = None,
+    ) -> JobResult:
+        """POST /run on the given input files (name -> content or file); returns the evidence."""
+        container = self.require_ready()
+        input_dir, output_dir, inside_in, inside_out = self.job_dirs(name)
+        for file_name, content in inputs.items():
+            target = input_dir / file_name
+            if isinstance(content, Path):
+                shutil.copyfile(content, target)
+            else:
+                target.write_bytes(content)
+            target.chmod(0o644)
+        job = {"type": "file", "input": inside_in, "output": inside_out, **(payload or {})}
+        assert container.http is not None
+        exchange = container.http.post_json("/run", job, timeout=self.run_timeout)
+        return JobResult(exchange, input_dir, output_dir)
+
+    def post_raw(self, path: str, body: bytes, content_type: str) -> Exchange:
+        container = self.require_ready()
+        assert container.http is not None
+        return container.http.request(
+            "POST", path, body=body, headers={"Content-Type": content_type}, timeout=self.run_timeout
+        )
+
+    # -- shutdown and cleanup ----------------------------------------------------------
+
+    def shut_down(self) -> ShutdownResult:
+        if self.shutdown is None:
+            container = self.require_ready()
+            assert container.http is not None
+            exchange = container.http.request("POST", "/shutdown", timeout=self.options.shutdown_timeout)
+            began = time.monotonic()
+            code = container.wait_exit(self.options.shutdown_timeout)
+            if code is None:
+                container.kill()
+            self.shutdown = ShutdownResult(exchange, code, time.monotonic() - began)
+        return self.shutdown
+
+    def close(self) -> None:
+        """Remove everything this run created: container, temporary directories, loaded image."""
+        if self.container is not None:
+            self.container.remove()
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+        if self.client is not None:
+            if self.image is not None:
+                images.remove_image(self.client, self.image)
+            self.client.close()
+
+
+def read_metadata_file(path: Path) -> ModelMetadata:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SetupError(f"model.yaml {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SetupError(f"cannot read model.yaml {path}: {exc}") from None
+    return parse_metadata(text, str(path))
