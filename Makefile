@@ -15,6 +15,15 @@ $(VENV)/.installed: pyproject.toml
 samples: $(VENV)/.installed
 	$(PY) -m sample_models.build
 
+# The harness checking the conformant sample, run from reports/ as an author would run it
+# from any directory.
+demo: samples
+	mkdir -p reports
+	cd reports && ../$(PY) -m pytest --rootdir=. -p no:cacheprovider -v \
+		--model-image psc-samples/langid:latest \
+		--model-data=../sample_models/langid/data \
+		--junitxml=conformance.junit.xml
+
 test: samples
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -1,0 +1,130 @@
+"""The parts of the core that need no Docker engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness import cases, checks, units
+from harness.errors import SetupError
+from harness.metadata import parse_metadata
+from sample_models import build
+
+SAMPLE_YAML = (build.HERE / "langid" / "model.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("512M", 512 * 2**20),
+        ("1G", 2**30),
+        ("128K", 128 * 1024),
+        ("1.5G", int(1.5 * 2**30)),
+        (4096, 4096),
+        ("2Gi", 2 * 2**30),
+    ],
+)
+def test_sizes(text: object, size: int) -> None:
+    assert units.parse_size(text) == size
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("20s", 20), ("5m", 300), ("1h", 3600), ("250ms", 0.25), ("7", 7), (3, 3)]
+)
+def test_durations(text: object, seconds: float) -> None:
+    assert units.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "5 minutes", "0s", "-3s", None, True, "10d"])
+def test_bad_durations(text: object) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        units.parse_duration(text)
+
+
+def test_sample_metadata_is_read() -> None:
+    metadata = parse_metadata(SAMPLE_YAML, "model.yaml")
+    assert metadata.inputs == ("input.txt",)
+    assert metadata.outputs == ("results.json",)
+    assert metadata.memory_bytes == 256 * 2**20
+    assert metadata.cpu_count == 1
+    assert (metadata.status_timeout, metadata.run_timeout) == (20, 20)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("status: 20s", "status: ''"), "timeout.status"),
+        (("status: 20s", "status: 20 parsecs"), "timeout.status"),
+        (("size: 256M", "size: lots"), "resources.memory.size"),
+        (("count: 1\n  gpu", "count: one\n  gpu"), "resources.cpu.count"),
+        (("version: 1.0.0", "version: '1.0'"), "version"),
+        (("specification: '0.3'", "specification: '0.4'"), "specification"),
+        (("inputs:", "inputz:"), "inputs"),
+    ],
+)
+def test_invalid_metadata_names_the_field(change: tuple[str, str], message: str) -> None:
+    assert change[0] in SAMPLE_YAML
+    with pytest.raises(SetupError, match=rf"^where/model\.yaml: .*{message}"):
+        parse_metadata(SAMPLE_YAML.replace(*change), "where/model.yaml")
+
+
+def test_metadata_that_is_not_yaml() -> None:
+    with pytest.raises(SetupError, match="is not valid YAML at line 2"):
+        parse_metadata("name: x\n  - : [", "m.yaml")
+
+
+def make_case(root: Path, kind: str, name: str, files: dict[str, str]) -> None:
+    for relative, content in files.items():
+        path = root / kind / name / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+
+
+def test_case_files_with_or_without_extension_or_in_a_directory(tmp_path: Path) -> None:
+    make_case(tmp_path, "examples", "plain", {"input.txt": "a", "results.json": "{}"})
+    make_case(tmp_path, "examples", "bare", {"input": "b"})
+    make_case(tmp_path, "examples", "nested", {"input.txt/anything.txt": "c"})
+    make_case(tmp_path, "validation-error", "empty", {"input.txt": "", "message.txt": "Is Empty\n"})
+    found = {c.name: c for c in cases.discover(tmp_path)}
+    assert [c.kind for c in found.values()] == ["examples"] * 3 + ["validation-error"]
+    assert {
+        name: cases.resolve_inputs(c, ("input.txt",))["input.txt"].read_text() for name, c in found.items()
+    } == {
+        "plain": "a",
+        "bare": "b",
+        "nested": "c",
+        "empty": "",
+    }
+    assert set(cases.expected_outputs(found["plain"], ("results.json",))) == {"results.json"}
+    assert cases.expected_message(found["empty"]) == "Is Empty"
+
+
+def test_case_without_its_input_is_a_setup_error(tmp_path: Path) -> None:
+    make_case(tmp_path, "examples", "lost", {"results.json": "{}"})
+    (case,) = cases.discover(tmp_path)
+    with pytest.raises(SetupError, match=r"case examples/lost has no input file input\.txt"):
+        cases.resolve_inputs(case, ("input.txt",))
+
+
+def test_missing_or_empty_data_directory(tmp_path: Path) -> None:
+    with pytest.raises(SetupError, match="does not exist"):
+        cases.discover(tmp_path / "nope")
+    with pytest.raises(SetupError, match="holds no examples"):
+        cases.discover(tmp_path)
+
+
+def test_battery_ids_are_unique_and_shutdown_comes_last(tmp_path: Path) -> None:
+    make_case(tmp_path, "examples", "one", {"input.txt": "a"})
+    ids = [check.id for check in checks.battery(cases.discover(tmp_path))]
+    assert len(ids) == len(set(ids))
+    assert ids[-2:] == ["shutdown.response", "shutdown.exit-code"]
+    assert "run.example[one]" in ids
+    assert "run.validation-error" in ids  # no such cases: one item that skips with the reason
+
+
+def test_readme_lists_every_check() -> None:
+    readme = (build.ROOT / "README.md").read_text()
+    for check_id, spec, _summary in checks.describe_all():
+        assert f"`{check_id}`" in readme or f"`{check_id}[<case>]`" in readme, check_id
+        assert spec in readme
