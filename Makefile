@@ -19,12 +19,14 @@ samples: $(VENV)/.installed
 # from any directory.
 demo: samples
 	mkdir -p reports
-	cd reports && ../$(PY) -m pytest --rootdir=. -p no:cacheprovider -v \
+	cd reports && ../$(PY) -m pytest -c /dev/null --rootdir=. -p no:cacheprovider -v \
 		--model-image psc-samples/langid:latest \
 		--model-data=../sample_models/langid/data \
+		--conformance-report=. \
 		--junitxml=conformance.junit.xml
 
 test: samples
+	./tests/install-system-deps.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed

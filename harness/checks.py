@@ -120,23 +120,10 @@ def image_port_env(run: ImageRun) -> None:
 
 def status_ready(run: ImageRun) -> None:
     readiness = run.wait_ready()
-    if readiness.ready:
-        return
-    spec = "section 1 (load test) and section 2 (GET /status)"
-    if readiness.exit_code is not None:
-        actual = f"the container exited with code {readiness.exit_code} after {readiness.seconds:.1f} s"
-        if readiness.oom_killed:
-            assert run.metadata is not None
-            actual += f", killed for exceeding its declared memory ({run.metadata.memory_bytes // 2**20} MiB)"
-        raise fail(run, "GET /status", "200 within the status timeout", actual, spec)
-    last = readiness.last.summary() if readiness.last else "no request could be sent"
-    raise fail(
-        run,
-        "GET /status",
-        f"200 within the status timeout ({run.status_timeout:g} s)",
-        f"not ready after {readiness.polls} polls; last: {last}",
-        spec,
-    )
+    if not readiness.ready:
+        expected = f"200 within the status timeout ({run.status_timeout:g} s)"
+        actual = run.not_ready_reason(readiness)
+        raise fail(run, "GET /status", expected, actual, "section 1 (load test) and section 2 (GET /status)")
 
 
 def ready_status_exchange(run: ImageRun) -> Exchange:

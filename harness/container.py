@@ -35,11 +35,12 @@ class Limits:
 
 @dataclass
 class Readiness:
-    ready: bool
-    polls: int
-    seconds: float
-    first_answer_seconds: float | None  # first HTTP answer of any status
-    last: Exchange | None
+    ready: bool = False
+    polls: int = 0
+    seconds: float = 0.0  # from the container's start to the verdict
+    first_accept_seconds: float | None = None  # first connection the server took (answered or dropped)
+    first_answer_seconds: float | None = None  # first HTTP answer, of any status
+    last: Exchange | None = None
     exit_code: int | None = None  # set when the container exited while loading
     oom_killed: bool = False
 
@@ -116,35 +117,33 @@ class ModelContainer:
     def wait_ready(self, timeout: float) -> Readiness:
         """Poll GET /status until 200, the timeout, or the container's exit, whichever is first."""
         deadline = self.started_at + timeout
-        polls = 0
-        first_answer: float | None = None
-        last: Exchange | None = None
+        seen = Readiness()
         interval = POLL_START
         while True:
             now = time.monotonic()
             if self.http is not None and now < deadline:
                 # The first /status may block while the model loads: the read may take the rest.
-                last = self.http.request("GET", "/status", timeout=max(deadline - now, 0.05))
-                polls += 1
-                if last.status is not None and first_answer is None:
-                    first_answer = time.monotonic() - self.started_at
-                if last.status == 200:
-                    return Readiness(True, polls, time.monotonic() - self.started_at, first_answer, last)
+                seen.last = self.http.request("GET", "/status", timeout=max(deadline - now, 0.05))
+                seen.polls += 1
+                since_start = time.monotonic() - self.started_at
+                if seen.first_accept_seconds is None and seen.last.error != "connection refused":
+                    seen.first_accept_seconds = since_start
+                if seen.first_answer_seconds is None and seen.last.status is not None:
+                    seen.first_answer_seconds = since_start
+                if seen.last.status == 200:
+                    seen.ready = True
+                    break
             state = self.state()
             if state.get("Status") not in ("created", "running"):
-                return Readiness(
-                    False,
-                    polls,
-                    time.monotonic() - self.started_at,
-                    first_answer,
-                    last,
-                    exit_code=int(state.get("ExitCode") or 0),
-                    oom_killed=bool(state.get("OOMKilled")),
-                )
+                seen.exit_code = int(state.get("ExitCode") or 0)
+                seen.oom_killed = bool(state.get("OOMKilled"))
+                break
             if time.monotonic() >= deadline:
-                return Readiness(False, polls, time.monotonic() - self.started_at, first_answer, last)
+                break
             time.sleep(min(interval, max(deadline - time.monotonic(), 0)))
             interval = min(interval * 2, POLL_CAP)
+        seen.seconds = time.monotonic() - self.started_at
+        return seen
 
     def wait_exit(self, timeout: float) -> int | None:
         """The exit code, or None if the process is still running after ``timeout``."""

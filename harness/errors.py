@@ -33,12 +33,12 @@ class Nonconformance(AssertionError):
         self.log_tail = log_tail
         super().__init__(self.describe())
 
-    def describe(self) -> str:
+    def describe(self, *, with_log: bool = True) -> str:
         lines = [
             f"{self.route}: expected {self.expected}",
             f"{' ' * len(self.route)}  actual   {self.actual}",
             f"see SPEC.md {self.spec}",
         ]
-        if self.log_tail:
+        if self.log_tail and with_log:
             lines += ["container log (tail):", *("  " + line for line in self.log_tail.splitlines())]
         return "\n".join(lines)

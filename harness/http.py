@@ -49,6 +49,7 @@ class ModelClient:
         self.base_url = base_url
         self._session = requests.Session()
         self._session.trust_env = False  # the model is on 127.0.0.1: never through a proxy
+        self.history: list[Exchange] = []  # every exchange, as evidence for the checks
 
     def close(self) -> None:
         self._session.close()
@@ -89,6 +90,7 @@ class ModelClient:
         except requests.RequestException as exc:
             exchange.error = _describe(exc)
         exchange.seconds = time.monotonic() - started
+        self.history.append(exchange)
         return exchange
 
     def post_json(self, path: str, payload: object, *, timeout: float) -> Exchange:

@@ -25,11 +25,11 @@ def connect(timeout: float = 30.0) -> docker.DockerClient:
     try:
         client = docker.from_env(version="auto", timeout=int(timeout))
     except docker.errors.DockerException as exc:
-        raise SetupError(f"cannot reach the Docker engine: {_reason(exc)}") from None
+        raise SetupError(f"cannot reach the Docker engine: {reason(exc)}") from None
     return client
 
 
-def _reason(exc: BaseException) -> str:
+def reason(exc: BaseException) -> str:
     text = str(exc)
     if "Permission denied" in text:
         return "permission denied on the Docker socket (is this user in the docker group?)"
@@ -80,6 +80,7 @@ class PreparedImage:
     size: int
     config: dict[str, Any]
     loaded_by_harness: bool
+    digest: str | None = None
 
     @property
     def working_dir(self) -> str:
@@ -98,6 +99,7 @@ def _prepared(
         size=int(attrs.get("Size") or 0),
         config=dict(attrs.get("Config") or {}),
         loaded_by_harness=loaded,
+        digest=next(iter(attrs.get("RepoDigests") or ()), None),
     )
 
 

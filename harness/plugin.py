@@ -6,16 +6,19 @@ which know nothing of pytest.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from . import checks, images, settings
+from . import report as report_
 from .errors import CheckSkipped, Nonconformance, SetupError
 from .run import ImageRun, JobResult, Target
 
+JSON_NAME = "conformance.json"
+HTML_NAME = "conformance.html"
 EXIT_NOT_EVALUATED = 6  # the image could not be evaluated at all: not a verdict on it
 NOT_EVALUATED = ("psc-outcome", "not-evaluated")
 STASH_KEY = pytest.StashKey["HarnessPlugin"]()
@@ -25,6 +28,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     settings.addoption(parser)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-html reads --html
 def pytest_configure(config: pytest.Config) -> None:
     resolved = settings.resolve(config)
     if not resolved.active:
@@ -45,6 +49,13 @@ def pytest_configure(config: pytest.Config) -> None:
     plugin = HarnessPlugin(config, targets, resolved)
     config.stash[STASH_KEY] = plugin
     config.pluginmanager.register(plugin, "model-conformance")
+    if not hasattr(config, "workerinput") and config.pluginmanager.hasplugin("html"):
+        # The HTML report is written once, by the controller, through pytest-html.
+        if not config.getoption("htmlpath"):
+            config.option.htmlpath = str(resolved.report_dir / HTML_NAME)
+            config.option.self_contained_html = True
+        config.option.css = [*config.getoption("css"), str(Path(__file__).with_name("report.css"))]
+        config.pluginmanager.register(HtmlHooks(plugin), "model-conformance-html")
 
 
 class CheckItem(pytest.Item):
@@ -52,6 +63,42 @@ class CheckItem(pytest.Item):
         super().__init__(**kwargs)
         self.run = run
         self.check = check
+        self.history_start: int | None = None
+
+    def record(
+        self, report: pytest.TestReport, excinfo: pytest.ExceptionInfo[BaseException] | None
+    ) -> dict[str, Any]:
+        """This check's entry in the conformance report, with its evidence."""
+        error = excinfo.value if excinfo else None
+        if report.skipped:
+            outcome = "skipped"
+            message = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            message = message.removeprefix("Skipped: ")
+        elif report.failed:
+            outcome = "failed" if report.when == "call" else "error"
+            message = (
+                error.describe(with_log=False) if isinstance(error, Nonconformance) else report.longreprtext
+            )
+        else:
+            outcome, message = "passed", ""
+        exchanges = self.run.history[self.history_start :] if self.history_start is not None else []
+        if (
+            not exchanges
+            and self.check.id.startswith("status.")
+            and self.run.readiness
+            and self.run.readiness.last
+        ):
+            exchanges = [self.run.readiness.last]  # the /status checks judge the answer that made it ready
+        return {
+            "id": self.check.id,
+            "image": self.run.target.label,
+            "outcome": outcome,
+            "message": message,
+            "specSection": self.check.spec,
+            "durationSeconds": round(report.duration, 4),
+            "evidence": [report_.exchange_evidence(exchange) for exchange in exchanges],
+            "logTail": error.log_tail if isinstance(error, Nonconformance) else None,
+        }
 
     def setup(self) -> None:
         __tracebackhide__ = True
@@ -71,6 +118,7 @@ class CheckItem(pytest.Item):
 
     def runtest(self) -> None:
         __tracebackhide__ = True
+        self.history_start = len(self.run.history)
         try:
             self.check.func(self.run)
         except CheckSkipped as exc:
@@ -118,6 +166,10 @@ class HarnessPlugin:
                 label += "'"
             self.runs[label] = ImageRun(target, resolved.options)
         self.not_evaluated = False
+        # Filled from test reports, so that the controller sees what xdist workers observed.
+        self.snapshots: dict[str, dict[str, Any]] = {}
+        self.check_records: dict[str, dict[str, Any]] = {}
+        self._report: dict[str, Any] | None = None
 
     def pytest_report_header(self) -> list[str]:
         named = ", ".join(f"{run.target.ref} ({run.target.kind})" for run in self.runs.values())
@@ -139,14 +191,40 @@ class HarnessPlugin:
         # The author's own tests use the running model too: they go before the shutdown checks.
         items[:] = head + items + tail
 
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        if isinstance(item, CheckItem) and (
+            call.when == "call" or (call.when == "setup" and not report.passed)
+        ):
+            # Plain data on the report travels from xdist workers to the controller.
+            report.psc_check = item.record(report, call.excinfo)  # type: ignore[attr-defined]
+            report.psc_run = report_.run_snapshot(item.run)  # type: ignore[attr-defined]
+        return report
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if NOT_EVALUATED in report.user_properties:
             self.not_evaluated = True
+        record = getattr(report, "psc_check", None)
+        if record is not None:
+            self.check_records[report.nodeid] = record
+            self.snapshots[record["image"]] = report.psc_run
+
+    def report(self) -> dict[str, Any] | None:
+        if self._report is None and self.snapshots:
+            # Images in the order they were given, checks in the order they ran.
+            ordered = {label: self.snapshots[label] for label in self.runs if label in self.snapshots}
+            self._report = report_.build(ordered, list(self.check_records.values()))
+        return self._report
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         for label, run in self.runs.items():
             if run.metadata_note:
                 terminalreporter.write_line(f"{label}: {run.metadata_note}")
+        if not hasattr(self.config, "workerinput"):
+            self.write_json(terminalreporter)
         if self.not_evaluated:
             terminalreporter.write_line(
                 f"model conformance: not evaluated (exit code {EXIT_NOT_EVALUATED})", red=True
@@ -161,6 +239,21 @@ class HarnessPlugin:
     def pytest_unconfigure(self) -> None:
         self.close()
 
+    def write_json(self, terminalreporter: Any) -> None:
+        report = self.report()
+        if report is None:
+            return
+        path = self.settings.report_dir / JSON_NAME
+        report_.write_json(report, path)
+        terminalreporter.write_line(f"conformance report: {path} (verdict: {report['verdict']})")
+        problems = report_.validate(report)
+        if problems:  # a harness bug, not the image's: say so rather than hide it
+            terminalreporter.write_line(
+                f"conformance report does not match its schema: {problems[0]}", red=True
+            )
+        if not self.config.pluginmanager.hasplugin("html"):
+            terminalreporter.write_line("conformance report: HTML not written: pytest-html is not installed")
+
     def close(self) -> None:
         for run in self.runs.values():
             run.close()
@@ -169,6 +262,26 @@ class HarnessPlugin:
         if label is None:
             return next(iter(self.runs.values()))
         return self.runs[label]
+
+
+class HtmlHooks:
+    """pytest-html hooks, registered only when pytest-html is installed and on the controller."""
+
+    def __init__(self, plugin: HarnessPlugin) -> None:
+        self.plugin = plugin
+
+    def pytest_html_report_title(self, report: Any) -> None:
+        report.title = "Model conformance report"
+
+    def pytest_html_results_summary(self, prefix: list[str], summary: list[str], postfix: list[str]) -> None:
+        built = self.plugin.report()
+        if built is not None:
+            prefix.append(report_.summary_html(built))
+
+    def pytest_html_results_table_html(self, report: pytest.TestReport, data: list[str]) -> None:
+        record = getattr(report, "psc_check", None)
+        if record is not None:
+            data.append(report_.evidence_html(record))
 
 
 # -- public fixtures -----------------------------------------------------------------------

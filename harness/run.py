@@ -5,14 +5,17 @@ Knows nothing of pytest: a script can drive an ``ImageRun`` directly.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import docker
 
@@ -29,6 +32,51 @@ MOUNT_ROOT = "/psc-harness"
 DEFAULT_STATUS_TIMEOUT = 60.0
 DEFAULT_RUN_TIMEOUT = 60.0
 DEFAULT_SHUTDOWN_TIMEOUT = 15.0
+
+# The platform's names for the steps of taking an image in (SPEC.md section 1).
+UPLOADING = "Uploading container image"
+LOADING = "Loading model '{name}'"
+CHECKING = "Checking status endpoint"
+READY = "Ready"
+FAILED = "Failed"
+RUN_STEPS = ("Loading model", "Fetching inputs", "Submitting inputs", "Recording outputs", "Completed")
+
+
+@dataclass
+class Step:
+    """One step as the platform reports it, with what the harness observed during it."""
+
+    number: int
+    name: str
+    percentage: int
+    started_at: float  # time.time()
+    seconds: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.number,
+            "stepName": self.name,
+            "percentage": self.percentage,
+            "startedAt": datetime.fromtimestamp(self.started_at, UTC).isoformat(timespec="milliseconds"),
+            "durationSeconds": round(self.seconds, 4),
+            **({"details": self.details} if self.details else {}),
+        }
+
+
+@contextlib.contextmanager
+def timed(steps: list[Step], number: int, name: str, percentage: int) -> Iterator[dict[str, Any]]:
+    """Record a step around a block; a failure is noted in the step and passed on."""
+    step = Step(number, name, percentage, time.time())
+    steps.append(step)
+    began = time.monotonic()
+    try:
+        yield step.details
+    except Exception as exc:
+        step.details["error"] = str(exc)
+        raise
+    finally:
+        step.seconds = time.monotonic() - began
 
 
 @dataclass(frozen=True)
@@ -85,6 +133,9 @@ class ImageRun:
     readiness: Readiness | None = None
     shutdown: ShutdownResult | None = None
     setup_error: SetupError | None = None
+    engine_version: str | None = None
+    load_steps: list[Step] = field(default_factory=list)
+    jobs: list[dict[str, Any]] = field(default_factory=list)
     _workdir: Path | None = None
     _jobs: int = 0
 
@@ -110,14 +161,18 @@ class ImageRun:
             self.metadata_note = f"model.yaml from {self.options.model_yaml}"
         self.client = images.connect()
         try:
-            self.client.ping()
+            self.engine_version = str(self.client.version().get("Version"))
         except Exception as exc:
-            raise SetupError(f"cannot reach the Docker engine: {images._reason(exc)}") from None
-        if self.target.kind == "tar":
-            manifest = self.target.manifest or images.read_tar_manifest(Path(self.target.ref))
-            self.image = images.load_tar(self.client, manifest)
-        else:
-            self.image = images.from_tag(self.client, self.target.ref)
+            raise SetupError(f"cannot reach the Docker engine: {images.reason(exc)}") from None
+        with timed(self.load_steps, 1, UPLOADING, 0) as details:
+            if self.target.kind == "tar":
+                manifest = self.target.manifest or images.read_tar_manifest(Path(self.target.ref))
+                details.update(source="tar", bytes=manifest.path.stat().st_size)
+                self.image = images.load_tar(self.client, manifest)
+            else:
+                details.update(source="tag")
+                self.image = images.from_tag(self.client, self.target.ref)
+            details["uploadPercentage"] = 100
         if self.metadata is None:
             found = images.find_model_yaml(self.client, self.image, self.labels)
             if found is not None:
@@ -163,9 +218,17 @@ class ImageRun:
         container = ModelContainer(
             self.client, self.image.image_id, labels=self.labels, limits=limits, mounts=mounts
         )
-        container.__enter__()
+        with timed(self.load_steps, 2, LOADING.format(name=self.model_name), 33) as details:
+            container.__enter__()
+            details.update(
+                modelPort=container.model_port, memoryBytes=limits.memory_bytes, cpus=limits.cpu_count
+            )
         self.container = container
         return container
+
+    @property
+    def model_name(self) -> str:
+        return self.metadata.name if self.metadata else self.target.label
 
     def restart(self) -> ModelContainer:
         """A fresh container, for checks that come after /shutdown (the author's own tests)."""
@@ -177,8 +240,30 @@ class ImageRun:
 
     def wait_ready(self) -> Readiness:
         if self.readiness is None:
-            self.readiness = self.start().wait_ready(self.status_timeout)
+            container = self.start()
+            with timed(self.load_steps, 3, CHECKING, 66) as details:
+                readiness = container.wait_ready(self.status_timeout)
+                details.update(
+                    polls=readiness.polls,
+                    statusTimeoutSeconds=self.status_timeout,
+                    firstAcceptSeconds=_rounded(readiness.first_accept_seconds),
+                    firstAnswerSeconds=_rounded(readiness.first_answer_seconds),
+                    readySeconds=_rounded(readiness.seconds) if readiness.ready else None,
+                )
+            final = Step(4, READY if readiness.ready else FAILED, 100 if readiness.ready else 66, time.time())
+            if not readiness.ready:
+                final.details["reason"] = self.not_ready_reason(readiness)
+            self.load_steps.append(final)
+            self.readiness = readiness
         return self.readiness
+
+    def not_ready_reason(self, readiness: Readiness) -> str:
+        if readiness.exit_code is not None:
+            oom = ", killed for exceeding its declared memory" if readiness.oom_killed else ""
+            seconds = readiness.seconds
+            return f"the container exited with code {readiness.exit_code} after {seconds:.1f} s{oom}"
+        last = readiness.last.summary() if readiness.last else "no request could be sent"
+        return f"/status not 200 within {self.status_timeout:g} s ({readiness.polls} polls; last: {last})"
 
     def require_ready(self) -> ModelContainer:
         readiness = self.wait_ready()
@@ -186,6 +271,10 @@ class ImageRun:
             raise CheckSkipped("the model never became ready (see status.ready)")
         assert self.container is not None
         return self.container
+
+    @property
+    def history(self) -> list[Exchange]:
+        return self.container.http.history if self.container and self.container.http else []
 
     def log_tail(self) -> str:
         return self.container.log_tail() if self.container else ""
@@ -220,18 +309,28 @@ class ImageRun:
         payload: dict[str, object] | None = None,
     ) -> JobResult:
         """POST /run on the given input files (name -> content or file); returns the evidence."""
-        container = self.require_ready()
-        input_dir, output_dir, inside_in, inside_out = self.job_dirs(name)
-        for file_name, content in inputs.items():
-            target = input_dir / file_name
-            if isinstance(content, Path):
-                shutil.copyfile(content, target)
-            else:
-                target.write_bytes(content)
-            target.chmod(0o644)
+        steps: list[Step] = []
+        with timed(steps, 1, RUN_STEPS[0], 0):
+            container = self.require_ready()
+        with timed(steps, 2, RUN_STEPS[1], 25):
+            input_dir, output_dir, inside_in, inside_out = self.job_dirs(name)
+            for file_name, content in inputs.items():
+                target = input_dir / file_name
+                if isinstance(content, Path):
+                    shutil.copyfile(content, target)
+                else:
+                    target.write_bytes(content)
+                target.chmod(0o644)
         job = {"type": "file", "input": inside_in, "output": inside_out, **(payload or {})}
         assert container.http is not None
-        exchange = container.http.post_json("/run", job, timeout=self.run_timeout)
+        with timed(steps, 3, RUN_STEPS[2], 50) as details:
+            exchange = container.http.post_json("/run", job, timeout=self.run_timeout)
+            details.update(httpStatus=exchange.status, error=exchange.error)
+        with timed(steps, 4, RUN_STEPS[3], 75) as details:
+            details["outputs"] = sorted(p.name for p in output_dir.iterdir()) if output_dir.is_dir() else []
+        if exchange.status == 200:
+            steps.append(Step(5, RUN_STEPS[4], 100, time.time()))
+        self.jobs.append({"job": name, "httpStatus": exchange.status, "steps": [s.as_dict() for s in steps]})
         return JobResult(exchange, input_dir, output_dir)
 
     def post_raw(self, path: str, body: bytes, content_type: str) -> Exchange:
@@ -265,6 +364,10 @@ class ImageRun:
             if self.image is not None:
                 images.remove_image(self.client, self.image)
             self.client.close()
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def read_metadata_file(path: Path) -> ModelMetadata:

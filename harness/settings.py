@@ -27,6 +27,11 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "model_shutdown_timeout",
         f"time for the process to exit after /shutdown (default {DEFAULT_SHUTDOWN_TIMEOUT:g}s)",
     ),
+    (
+        "--conformance-report",
+        "model_report_dir",
+        "directory for conformance.json and .html (default: ./reports)",
+    ),
 )
 REPEATABLE = {"--model-image", "--model-tar"}
 
@@ -55,6 +60,7 @@ class Settings:
     images: tuple[str, ...]
     tars: tuple[Path, ...]
     options: RunOptions
+    report_dir: Path
 
     @property
     def active(self) -> bool:
@@ -108,4 +114,5 @@ def resolve(config: pytest.Config) -> Settings:
         run_timeout=duration("--run-timeout"),
         shutdown_timeout=duration("--shutdown-timeout") or DEFAULT_SHUTDOWN_TIMEOUT,
     )
-    return Settings(images, tars, options)
+    report_dir = path("--conformance-report") or config.invocation_params.dir / "reports"
+    return Settings(images, tars, options, report_dir)

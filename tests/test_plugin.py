@@ -192,7 +192,7 @@ def test_slow_start_fails_under_3s(harness) -> None:  # type: ignore[no-untyped-
     outcome = harness("--model-image", tag("langid-slow-start"), "--status-timeout=3s")
     assert outcome.ret == 1
     assert outcome.with_state("failed") == {"status.ready"}
-    outcome.result.stdout.fnmatch_lines(["*not ready after * polls; last: 503*"])
+    outcome.result.stdout.fnmatch_lines(["*/status not 200 within 3 s (* polls; last: 503*"])
 
 
 def test_several_images_get_one_battery_each(harness) -> None:  # type: ignore[no-untyped-def]
