@@ -15,6 +15,7 @@ import docker.errors
 import requests
 
 from .errors import SetupError
+from .registry import CountingReader, ProgressCallback
 
 MODEL_YAML = "model.yaml"
 FALLBACK_APP_DIR = "/opt/app"
@@ -121,7 +122,9 @@ def image_present(client: docker.DockerClient, image_id: str) -> bool:
     return True
 
 
-def load_tar(client: docker.DockerClient, manifest: TarManifest) -> PreparedImage:
+def load_tar(
+    client: docker.DockerClient, manifest: TarManifest, progress: ProgressCallback | None = None
+) -> PreparedImage:
     """Stream the archive into the engine; the image is ours to remove if it was not there before."""
     if len(manifest.image_ids) != 1:
         listed = ", ".join(manifest.repo_tags or manifest.image_ids)
@@ -134,7 +137,8 @@ def load_tar(client: docker.DockerClient, manifest: TarManifest) -> PreparedImag
     try:
         with manifest.path.open("rb") as stream:
             # A file object is sent in chunks: the archive is never read whole into memory.
-            for line in client.api.load_image(stream):
+            reader = CountingReader(stream, manifest.path.stat().st_size, progress)
+            for line in client.api.load_image(reader):
                 if isinstance(line, dict) and line.get("error"):
                     raise SetupError(f"the engine could not load {manifest.path}: {line['error']}")
     except docker.errors.APIError as exc:
@@ -146,10 +150,17 @@ def load_tar(client: docker.DockerClient, manifest: TarManifest) -> PreparedImag
     return _prepared(client, str(manifest.path), "tar", image_id, loaded=not already_there)
 
 
-def remove_image(client: docker.DockerClient, image: PreparedImage) -> None:
+def remove_loaded(client: docker.DockerClient, image: PreparedImage) -> None:
+    """Remove an image the harness loaded from a TAR, and nothing else."""
     if image.loaded_by_harness:
         with contextlib.suppress(docker.errors.NotFound):
             client.images.remove(image.image_id, force=True)
+
+
+def untag(client: docker.DockerClient, ref: str) -> None:
+    """Remove a reference the harness pulled: the image goes with its last tag, stays if others use it."""
+    with contextlib.suppress(docker.errors.NotFound):
+        client.images.remove(ref)
 
 
 def find_model_yaml(

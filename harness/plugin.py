@@ -6,18 +6,22 @@ which know nothing of pytest.
 
 from __future__ import annotations
 
+import contextlib
+import sys
+import time
 from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from . import checks, images, settings
+from . import checks, images, registry, settings
 from . import report as report_
 from .errors import CheckSkipped, Nonconformance, SetupError
 from .run import ImageRun, JobResult, Target
 
 JSON_NAME = "conformance.json"
+STDIN_PASSWORD_KEY = "psc_registry_password"
 HTML_NAME = "conformance.html"
 EXIT_NOT_EVALUATED = 6  # the image could not be evaluated at all: not a verdict on it
 NOT_EVALUATED = ("psc-outcome", "not-evaluated")
@@ -30,7 +34,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-html reads --html
 def pytest_configure(config: pytest.Config) -> None:
-    resolved = settings.resolve(config)
+    resolved = settings.resolve(config, _stdin_password(config))
     if not resolved.active:
         if resolved.options.model_data or resolved.options.model_yaml:
             raise pytest.UsageError(
@@ -38,7 +42,7 @@ def pytest_configure(config: pytest.Config) -> None:
             )
         return
     try:
-        targets = [Target("image", ref) for ref in resolved.images]
+        targets = [Target("image", ref, reference=registry.parse_reference(ref)) for ref in resolved.images]
         targets += [Target("tar", str(path), images.read_tar_manifest(path)) for path in resolved.tars]
     except SetupError as exc:
         pytest.exit(f"harness: {exc}", returncode=EXIT_NOT_EVALUATED)
@@ -56,6 +60,24 @@ def pytest_configure(config: pytest.Config) -> None:
             config.option.self_contained_html = True
         config.option.css = [*config.getoption("css"), str(Path(__file__).with_name("report.css"))]
         config.pluginmanager.register(HtmlHooks(plugin), "model-conformance-html")
+
+
+def _stdin_password(config: pytest.Config) -> str | None:
+    """The password piped to --registry-password-stdin: read once, by the controller."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        return workerinput.get(STDIN_PASSWORD_KEY)  # type: ignore[no-any-return]
+    if not config.getoption("registry_password_stdin", False):
+        return None
+    capture = config.pluginmanager.getplugin("capturemanager")
+    # pytest has replaced standard input by now: read the real one with capturing paused.
+    if capture is not None:
+        capture.suspend_global_capture(in_=True)
+    try:
+        return sys.stdin.readline().rstrip("\r\n") or None
+    finally:
+        if capture is not None:
+            capture.resume_global_capture()
 
 
 class CheckItem(pytest.Item):
@@ -164,12 +186,38 @@ class HarnessPlugin:
             label = target.label
             while label in self.runs:
                 label += "'"
-            self.runs[label] = ImageRun(target, resolved.options)
+            self.runs[label] = ImageRun(target, resolved.options, progress=self.show_progress)
         self.not_evaluated = False
+        self._last_progress = 0.0
         # Filled from test reports, so that the controller sees what xdist workers observed.
         self.snapshots: dict[str, dict[str, Any]] = {}
         self.check_records: dict[str, dict[str, Any]] = {}
         self._report: dict[str, Any] | None = None
+
+    def show_progress(self, line: str) -> None:
+        """A live progress line for a person watching a long pull or load."""
+        reporter = self.config.pluginmanager.getplugin("terminalreporter")
+        if reporter is None or hasattr(self.config, "workerinput"):
+            return
+        now = time.monotonic()
+        done = "100.0%" in line
+        tty = bool(reporter.isatty())
+        if not done and now - self._last_progress < (0.5 if tty else 5.0):
+            return
+        self._last_progress = now
+        capture = self.config.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            if tty:
+                reporter.write(f"\r{line}" + ("\n" if done else ""), flush=True)
+            else:
+                reporter.write_line(line)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        # xdist workers cannot read the controller's standard input: hand them the password.
+        password = self.settings.options.credentials.password if self.settings.options.credentials else None
+        if self.settings.password_from_stdin and password:
+            node.workerinput[STDIN_PASSWORD_KEY] = password
 
     def pytest_report_header(self) -> list[str]:
         named = ", ".join(f"{run.target.ref} ({run.target.kind})" for run in self.runs.values())

@@ -64,6 +64,10 @@ def run_snapshot(run: ImageRun) -> dict[str, Any]:
     if problems:
         container_image["technicalInformation"] = "; ".join(problems)
     image = run.image
+    reference = run.target.reference
+    source = image.source if image else ("tar" if run.target.kind == "tar" else "tag")
+    if reference is not None and (reference.explicit_registry or source == "registry"):
+        container_image.update(reference.report_fields())
     return {
         "label": run.target.label,
         "containerImage": container_image,
@@ -71,7 +75,7 @@ def run_snapshot(run: ImageRun) -> dict[str, Any]:
         "runSteps": list(run.jobs),
         "image": {
             "reference": run.target.ref,
-            "source": run.target.kind if run.target.kind != "image" else "tag",
+            "source": source,
             "id": image.image_id if image else None,
             "digest": image.digest if image else None,
             "sizeBytes": image.size if image else None,

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,11 +20,12 @@ from typing import Any
 import docker
 
 from . import cases as casedata
-from . import images
+from . import images, registry
 from .container import Limits, ModelContainer, Readiness
 from .errors import CheckSkipped, SetupError
 from .http import Exchange
 from .metadata import ModelMetadata, parse_metadata
+from .registry import Credentials, Progress, Reference
 
 LABEL = "org.psc-harness"
 SESSION_LABEL = "org.psc-harness.session"
@@ -32,6 +33,7 @@ MOUNT_ROOT = "/psc-harness"
 DEFAULT_STATUS_TIMEOUT = 60.0
 DEFAULT_RUN_TIMEOUT = 60.0
 DEFAULT_SHUTDOWN_TIMEOUT = 15.0
+PULL_POLICIES = ("always", "missing", "never")
 
 # The platform's names for the steps of taking an image in (SPEC.md section 1).
 UPLOADING = "Uploading container image"
@@ -86,6 +88,7 @@ class Target:
     kind: str  # "image" or "tar"
     ref: str
     manifest: images.TarManifest | None = None
+    reference: Reference | None = None  # parsed, for "image" targets
 
     @property
     def label(self) -> str:
@@ -99,6 +102,9 @@ class RunOptions:
     status_timeout: float | None = None
     run_timeout: float | None = None
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    pull: str = "missing"
+    credentials: Credentials | None = None
+    keep_image: bool = False
 
 
 @dataclass
@@ -123,6 +129,7 @@ class ImageRun:
     target: Target
     options: RunOptions
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    progress: Callable[[str], None] | None = None  # live lines while an image is uploaded
 
     client: docker.DockerClient | None = None
     image: images.PreparedImage | None = None
@@ -135,6 +142,7 @@ class ImageRun:
     setup_error: SetupError | None = None
     engine_version: str | None = None
     load_steps: list[Step] = field(default_factory=list)
+    pulled_refs: list[str] = field(default_factory=list)
     jobs: list[dict[str, Any]] = field(default_factory=list)
     _workdir: Path | None = None
     _jobs: int = 0
@@ -166,12 +174,9 @@ class ImageRun:
             raise SetupError(f"cannot reach the Docker engine: {images.reason(exc)}") from None
         with timed(self.load_steps, 1, UPLOADING, 0) as details:
             if self.target.kind == "tar":
-                manifest = self.target.manifest or images.read_tar_manifest(Path(self.target.ref))
-                details.update(source="tar", bytes=manifest.path.stat().st_size)
-                self.image = images.load_tar(self.client, manifest)
+                self.image = self._load_tar(details)
             else:
-                details.update(source="tag")
-                self.image = images.from_tag(self.client, self.target.ref)
+                self.image = self._image_from_reference(details)
             details["uploadPercentage"] = 100
         if self.metadata is None:
             found = images.find_model_yaml(self.client, self.image, self.labels)
@@ -186,6 +191,40 @@ class ImageRun:
         if self.metadata is not None:
             for case in self.cases:
                 casedata.resolve_inputs(case, self.metadata.inputs)
+
+    def _load_tar(self, details: dict[str, Any]) -> images.PreparedImage:
+        assert self.client is not None
+        manifest = self.target.manifest or images.read_tar_manifest(Path(self.target.ref))
+        details.update(source="tar", bytes=manifest.path.stat().st_size)
+        return images.load_tar(self.client, manifest, self._progress_to(f"loading {manifest.path.name}"))
+
+    def _image_from_reference(self, details: dict[str, Any]) -> images.PreparedImage:
+        """The image named by reference: in the engine, or pulled, as the pull policy says."""
+        assert self.client is not None and self.target.reference is not None
+        reference = self.target.reference
+        if self.options.pull != "always":
+            try:
+                details.update(source="tag")
+                return images.from_tag(self.client, reference.text)
+            except SetupError:
+                if self.options.pull == "never":
+                    raise
+        details.update(source="registry")
+        if not images.image_present(self.client, reference.text):
+            self.pulled_refs.append(reference.text)  # before pulling: a pull cut short is removed too
+        pulled = registry.pull(
+            self.client, reference, self.options.credentials, self._progress_to(f"pulling {reference.text}")
+        )
+        details.update(bytes=pulled.total)
+        image = images.from_tag(self.client, reference.text)
+        image.source = "registry"
+        return image
+
+    def _progress_to(self, what: str) -> Callable[[Progress], None] | None:
+        show = self.progress
+        if show is None:
+            return None
+        return lambda seen: show(seen.line(what))
 
     @property
     def labels(self) -> dict[str, str]:
@@ -361,8 +400,11 @@ class ImageRun:
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
         if self.client is not None:
-            if self.image is not None:
-                images.remove_image(self.client, self.image)
+            if not self.options.keep_image:
+                if self.image is not None:
+                    images.remove_loaded(self.client, self.image)
+                for ref in self.pulled_refs:
+                    images.untag(self.client, ref)
             self.client.close()
 
 

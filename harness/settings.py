@@ -1,58 +1,98 @@
-"""Every option in one place: command line first, then the ini file, then the default."""
+"""Every option in one place: command line first, then the ini file (or environment), then the default."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from .run import DEFAULT_SHUTDOWN_TIMEOUT, RunOptions
+from .registry import PASSWORD_ENV, USERNAME_ENV, Credentials
+from .run import DEFAULT_SHUTDOWN_TIMEOUT, PULL_POLICIES, RunOptions
 from .units import parse_duration
 
-# (flag, ini key, help)
-OPTIONS: tuple[tuple[str, str, str], ...] = (
-    ("--model-image", "model_image", "image to check, as a tag or reference in the engine (repeatable)"),
-    ("--model-tar", "model_tar", "`docker save` archive of an image to check (repeatable)"),
-    ("--model-yaml", "model_yaml", "the model's model.yaml (default: the one inside the image)"),
-    ("--model-data", "model_data", "the author's test cases: examples/<case>/ and validation-error/<case>/"),
-    (
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    ini: str | None  # None: command line only
+    help: str
+    kind: str = "value"  # "value", "list" (repeatable) or "flag"
+    metavar: str | None = None
+    env: str | None = None  # consulted after the command line and the ini file
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "--model-image",
+        "model_image",
+        "image to check: a tag in the engine or a registry reference (repeatable)",
+        "list",
+        "REF",
+    ),
+    Option(
+        "--model-tar", "model_tar", "`docker save` archive of an image to check (repeatable)", "list", "PATH"
+    ),
+    Option(
+        "--model-yaml",
+        "model_yaml",
+        "the model's model.yaml (default: the one inside the image)",
+        metavar="PATH",
+    ),
+    Option(
+        "--model-data",
+        "model_data",
+        "the test cases: examples/<case>/ and validation-error/<case>/",
+        metavar="DIR",
+    ),
+    Option(
         "--status-timeout",
         "model_status_timeout",
         "time for /status to answer 200, e.g. 20s (default: model.yaml's)",
     ),
-    ("--run-timeout", "model_run_timeout", "time for one /run, e.g. 20s (default: model.yaml's)"),
-    (
+    Option("--run-timeout", "model_run_timeout", "time for one /run, e.g. 20s (default: model.yaml's)"),
+    Option(
         "--shutdown-timeout",
         "model_shutdown_timeout",
         f"time for the process to exit after /shutdown (default {DEFAULT_SHUTDOWN_TIMEOUT:g}s)",
     ),
-    (
+    Option(
         "--conformance-report",
         "model_report_dir",
         "directory for conformance.json and .html (default: ./reports)",
+        metavar="DIR",
     ),
+    Option(
+        "--pull", "model_pull", "pull registry images: always, missing (default) or never", metavar="POLICY"
+    ),
+    Option(
+        "--registry-username",
+        "model_registry_username",
+        f"registry user; the password comes from ${PASSWORD_ENV} or --registry-password-stdin",
+        env=USERNAME_ENV,
+    ),
+    Option("--registry-password-stdin", None, "read the registry password from standard input", "flag"),
+    Option("--keep-image", "model_keep_image", "keep images the harness pulled or loaded", "flag"),
 )
-REPEATABLE = {"--model-image", "--model-tar"}
 
 
 def addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("model-conformance", "model container conformance")
-    for flag, ini, help_text in OPTIONS:
-        dest = ini
-        if flag in REPEATABLE:
+    for option in OPTIONS:
+        dest = option.ini or option.flag.lstrip("-").replace("-", "_")
+        if option.kind == "list":
             group.addoption(
-                flag,
-                action="append",
-                dest=dest,
-                default=[],
-                metavar="REF" if "image" in flag else "PATH",
-                help=help_text,
+                option.flag, action="append", dest=dest, default=[], metavar=option.metavar, help=option.help
             )
-            parser.addini(ini, help_text, type="linelist", default=[])
+            parser.addini(dest, option.help, type="linelist", default=[])
+        elif option.kind == "flag":
+            group.addoption(option.flag, action="store_true", dest=dest, default=False, help=option.help)
+            if option.ini:
+                parser.addini(dest, option.help, type="bool", default=False)
         else:
-            group.addoption(flag, dest=dest, default=None, help=help_text)
-            parser.addini(ini, help_text, default="")
+            group.addoption(option.flag, dest=dest, default=None, metavar=option.metavar, help=option.help)
+            parser.addini(dest, option.help, default="")
 
 
 @dataclass(frozen=True)
@@ -61,34 +101,42 @@ class Settings:
     tars: tuple[Path, ...]
     options: RunOptions
     report_dir: Path
+    password_from_stdin: bool
 
     @property
     def active(self) -> bool:
         return bool(self.images or self.tars)
 
 
-def _value(config: pytest.Config, flag: str, ini: str) -> tuple[object, str]:
+def _value(config: pytest.Config, option: Option) -> tuple[object, str]:
     """The raw value and a description of where it came from, for error messages."""
-    cli = config.getoption(ini)
-    if cli not in (None, []):
-        return cli, flag
-    raw = config.getini(ini)
-    source = f"ini key {ini} in {config.inipath}" if config.inipath else f"ini key {ini}"
-    return (raw if raw not in ("", []) else None), source
+    dest = option.ini or option.flag.lstrip("-").replace("-", "_")
+    cli = config.getoption(dest)
+    if cli not in (None, [], False):
+        return cli, option.flag
+    if option.ini:
+        raw = config.getini(option.ini)
+        if raw not in ("", [], False):
+            return (
+                raw,
+                f"ini key {option.ini} in {config.inipath}" if config.inipath else f"ini key {option.ini}",
+            )
+    if option.env and os.environ.get(option.env):
+        return os.environ[option.env], f"${option.env}"
+    return None, option.flag
 
 
 def _path(config: pytest.Config, raw: str, source: str) -> Path:
     # Command-line paths are relative to where pytest was started, ini paths to the ini file.
-    base = (
-        config.invocation_params.dir
-        if source.startswith("--")
-        else (config.inipath.parent if config.inipath else config.rootpath)
-    )
-    return (base / raw).resolve() if not Path(raw).is_absolute() else Path(raw)
+    if source.startswith("--"):
+        base = config.invocation_params.dir
+    else:
+        base = config.inipath.parent if config.inipath else config.rootpath
+    return Path(raw) if Path(raw).is_absolute() else (base / raw).resolve()
 
 
-def resolve(config: pytest.Config) -> Settings:
-    values = {flag: _value(config, flag, ini) for flag, ini, _ in OPTIONS}
+def resolve(config: pytest.Config, stdin_password: str | None = None) -> Settings:
+    values = {option.flag: _value(config, option) for option in OPTIONS}
 
     def duration(flag: str) -> float | None:
         raw, source = values[flag]
@@ -107,12 +155,35 @@ def resolve(config: pytest.Config) -> Settings:
     tars_raw, tars_source = values["--model-tar"]
     images = tuple(str(ref).strip() for ref in (images_raw or []) if str(ref).strip())  # type: ignore[attr-defined]
     tars = tuple(_path(config, str(p), tars_source) for p in (tars_raw or []))  # type: ignore[attr-defined]
+
+    pull, pull_source = values["--pull"]
+    pull = str(pull or "missing").strip().lower()
+    if pull not in PULL_POLICIES:
+        raise pytest.UsageError(f"{pull_source}: expected one of {', '.join(PULL_POLICIES)}, got {pull!r}")
+
+    from_stdin = bool(values["--registry-password-stdin"][0])
+    username, username_source = values["--registry-username"]
+    credentials = None
+    if username:
+        password = stdin_password if from_stdin else os.environ.get(PASSWORD_ENV)
+        if not password:
+            raise pytest.UsageError(
+                f"{username_source} needs a password: "
+                f"set ${PASSWORD_ENV} or pipe it to --registry-password-stdin"
+            )
+        credentials = Credentials(str(username), password)
+    elif from_stdin:
+        raise pytest.UsageError("--registry-password-stdin needs --registry-username")
+
     options = RunOptions(
         model_yaml=path("--model-yaml"),
         model_data=path("--model-data"),
         status_timeout=duration("--status-timeout"),
         run_timeout=duration("--run-timeout"),
         shutdown_timeout=duration("--shutdown-timeout") or DEFAULT_SHUTDOWN_TIMEOUT,
+        pull=pull,
+        credentials=credentials,
+        keep_image=bool(values["--keep-image"][0]),
     )
     report_dir = path("--conformance-report") or config.invocation_params.dir / "reports"
-    return Settings(images, tars, options, report_dir)
+    return Settings(images, tars, options, report_dir, from_stdin)

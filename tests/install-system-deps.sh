@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Debian packages the test suite uses: a headless browser to look at the HTML report.
+# Debian packages the test suite uses: a headless browser to look at the HTML report, and
+# the CNCF distribution registry to pull images from.
 # Installs what is missing when it can (root and apt); otherwise says what the tests will skip.
 set -euo pipefail
 
-packages=(chromium)
+packages=(chromium docker-registry)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
