@@ -171,6 +171,6 @@ class ModelContainer:
         if self.http is not None:
             self.http.close()
         if self.container is not None:
+            container, self.container = self.container, None
             with contextlib.suppress(docker.errors.NotFound):
-                self.container.remove(force=True)
-            self.container = None
+                container.remove(force=True, v=True)  # v: the image's anonymous volumes too

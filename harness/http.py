@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+from requests.structures import CaseInsensitiveDict
 
 BODY_CAP = 1024 * 1024  # bytes of a response body kept; the rest is counted, not buffered
 
@@ -19,7 +20,7 @@ class Exchange:
     request_headers: dict[str, str]
     request_body: bytes
     status: int | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: CaseInsensitiveDict[str] = field(default_factory=CaseInsensitiveDict)  # servers differ in case
     body: bytes = b""
     body_truncated: bool = False
     error: str | None = None  # the connection failed or dropped: no HTTP answer
@@ -77,7 +78,7 @@ class ModelClient:
                 allow_redirects=False,
             ) as response:
                 exchange.status = response.status_code
-                exchange.headers = dict(response.headers)
+                exchange.headers = CaseInsensitiveDict(response.headers)
                 kept = bytearray()
                 for chunk in response.iter_content(64 * 1024):
                     if len(kept) < BODY_CAP:

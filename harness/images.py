@@ -13,6 +13,7 @@ from typing import Any
 import docker
 import docker.errors
 import requests
+from docker.models.containers import Container
 
 from .errors import SetupError
 from .registry import CountingReader, ProgressCallback
@@ -63,12 +64,13 @@ def read_tar_manifest(path: Path) -> TarManifest:
         raise SetupError(f"{path} is not a docker image archive (it has no manifest.json)") from None
     except (tarfile.TarError, OSError, ValueError) as exc:
         raise SetupError(f"{path} is not a readable docker image archive: {exc}") from None
-    if not isinstance(manifest, list) or not manifest:
+    well_formed = isinstance(manifest, list) and all(isinstance(e, dict) and "Config" in e for e in manifest)
+    if not well_formed or not manifest:
         raise SetupError(f"{path} has an empty or malformed manifest.json")
     ids = tuple(
         "sha256:" + PurePosixPath(str(entry["Config"])).name.removesuffix(".json") for entry in manifest
     )
-    tags = tuple(tag for entry in manifest for tag in entry.get("RepoTags") or ())
+    tags = tuple(str(tag) for entry in manifest for tag in entry.get("RepoTags") or ())
     return TarManifest(path, ids, tags)
 
 
@@ -172,20 +174,36 @@ def find_model_yaml(
             [str(PurePosixPath(image.working_dir) / MODEL_YAML), f"{FALLBACK_APP_DIR}/{MODEL_YAML}"]
         )
     )
-    # A created, never started container exposes the image's files without running any code.
-    container = client.containers.create(image.image_id, command=["/"], labels=labels, network_disabled=True)
+    try:
+        # A created, never started container exposes the image's files without running any code.
+        container = client.containers.create(
+            image.image_id, command=["/"], labels=labels, network_disabled=True
+        )
+    except docker.errors.APIError as exc:
+        raise SetupError(f"cannot look for model.yaml in {image.ref}: {exc.explanation or exc}") from None
     try:
         for candidate in candidates:
-            try:
-                chunks, _stat = container.get_archive(candidate)
-            except docker.errors.NotFound:
-                continue
-            with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as archive:
-                member = archive.next()
-                extracted = archive.extractfile(member) if member else None
-                if extracted is None:
-                    continue
-                return extracted.read().decode("utf-8", errors="replace"), f"{image.ref}:{candidate}"
+            text = _read_file(container, candidate)
+            if text is not None:
+                return text, f"{image.ref}:{candidate}"
         return None
     finally:
-        container.remove(force=True)
+        with contextlib.suppress(docker.errors.APIError):
+            container.remove(force=True, v=True)
+
+
+def _read_file(container: Container, path: str, links: int = 5) -> str | None:
+    """A text file's content from a container, following symbolic links; None when absent."""
+    try:
+        chunks, _stat = container.get_archive(path)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as archive:
+            member = archive.next()
+            if member is not None and member.issym() and links > 0:
+                target = PurePosixPath(path).parent / member.linkname
+                return _read_file(container, str(target), links - 1)
+            extracted = archive.extractfile(member) if member is not None and member.isfile() else None
+            return extracted.read().decode("utf-8", errors="replace") if extracted else None
+    except docker.errors.NotFound:
+        return None
+    except (docker.errors.APIError, tarfile.TarError) as exc:
+        raise SetupError(f"cannot read {path} from the image: {exc}") from None

@@ -14,6 +14,8 @@ import yaml
 from .errors import SetupError
 from .units import parse_duration, parse_size
 
+MIN_MEMORY = 6 * 2**20  # the least memory limit Docker accepts
+
 
 @cache
 def schema(name: str) -> dict[str, Any]:
@@ -54,6 +56,10 @@ def parse_metadata(text: str, source: str) -> ModelMetadata:
         run_timeout = parse_duration(data["timeout"]["run"])
     except ValueError as exc:
         raise SetupError(f"{source}: {exc}") from None
+    if memory < MIN_MEMORY:
+        raise SetupError(
+            f"{source}: resources.memory.size: {memory} bytes is below Docker's minimum of 6 MiB"
+        )
     return ModelMetadata(
         name=str(data["name"]),
         version=str(data["version"]),

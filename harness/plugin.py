@@ -17,6 +17,7 @@ import pytest
 
 from . import checks, images, registry, settings
 from . import report as report_
+from .cases import discover
 from .errors import CheckSkipped, Nonconformance, SetupError
 from .run import ImageRun, JobResult, Target
 
@@ -41,11 +42,7 @@ def pytest_configure(config: pytest.Config) -> None:
                 "--model-data and --model-yaml need an image: give --model-image or --model-tar"
             )
         return
-    try:
-        targets = [Target("image", ref, reference=registry.parse_reference(ref)) for ref in resolved.images]
-        targets += [Target("tar", str(path), images.read_tar_manifest(path)) for path in resolved.tars]
-    except SetupError as exc:
-        pytest.exit(f"harness: {exc}", returncode=EXIT_NOT_EVALUATED)
+    targets = [_image_target(ref) for ref in resolved.images] + [_tar_target(path) for path in resolved.tars]
     if config.pluginmanager.hasplugin("xdist"):
         config.addinivalue_line(
             "markers", "xdist_group: (pytest-xdist) keeps one image's checks on one worker"
@@ -60,6 +57,21 @@ def pytest_configure(config: pytest.Config) -> None:
             config.option.self_contained_html = True
         config.option.css = [*config.getoption("css"), str(Path(__file__).with_name("report.css"))]
         config.pluginmanager.register(HtmlHooks(plugin), "model-conformance-html")
+
+
+def _image_target(ref: str) -> Target:
+    # A bad target is kept with its error: that image is not evaluated, the others still are.
+    try:
+        return Target("image", ref, reference=registry.parse_reference(ref))
+    except SetupError as exc:
+        return Target("image", ref, error=str(exc))
+
+
+def _tar_target(path: Path) -> Target:
+    try:
+        return Target("tar", str(path), images.read_tar_manifest(path))
+    except SetupError as exc:
+        return Target("tar", str(path), error=str(exc))
 
 
 def _stdin_password(config: pytest.Config) -> str | None:
@@ -97,7 +109,8 @@ class CheckItem(pytest.Item):
             message = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
             message = message.removeprefix("Skipped: ")
         elif report.failed:
-            outcome = "failed" if report.when == "call" else "error"
+            # Only a finding about the image is a failure; anything else left it unjudged.
+            outcome = "failed" if isinstance(error, Nonconformance) else "error"
             message = (
                 error.describe(with_log=False) if isinstance(error, Nonconformance) else report.longreprtext
             )
@@ -113,7 +126,7 @@ class CheckItem(pytest.Item):
             exchanges = [self.run.readiness.last]  # the /status checks judge the answer that made it ready
         return {
             "id": self.check.id,
-            "image": self.run.target.label,
+            "image": self.run.label,
             "outcome": outcome,
             "message": message,
             "specSection": self.check.spec,
@@ -141,10 +154,16 @@ class CheckItem(pytest.Item):
     def runtest(self) -> None:
         __tracebackhide__ = True
         self.history_start = len(self.run.history)
+        error: SetupError | None = None
         try:
             self.check.func(self.run)
         except CheckSkipped as exc:
             pytest.skip(str(exc))
+        except SetupError as exc:  # found while the check ran: still no verdict on the image
+            error = exc
+        if error is not None:
+            self.user_properties.append(NOT_EVALUATED)
+            pytest.fail(f"harness: {error}", pytrace=False)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, Nonconformance):
@@ -165,10 +184,10 @@ class ImageBattery(pytest.Collector):
 
     def collect(self) -> list[CheckItem]:
         found = None
-        if self.run.options.model_data is not None and self.run.options.model_data.is_dir():
-            from .cases import discover
-
-            found = discover(self.run.options.model_data)
+        if self.run.options.model_data is not None:
+            # A bad data directory is reported once the run prepares, as "not evaluated".
+            with contextlib.suppress(SetupError):
+                found = discover(self.run.options.model_data)
         return [
             CheckItem.from_parent(self, name=check.id, run=self.run, check=check)
             for check in checks.battery(found)
@@ -186,7 +205,7 @@ class HarnessPlugin:
             label = target.label
             while label in self.runs:
                 label += "'"
-            self.runs[label] = ImageRun(target, resolved.options, progress=self.show_progress)
+            self.runs[label] = ImageRun(target, resolved.options, progress=self.show_progress, label=label)
         self.not_evaluated = False
         self._last_progress = 0.0
         # Filled from test reports, so that the controller sees what xdist workers observed.
@@ -305,6 +324,8 @@ class HarnessPlugin:
     def close(self) -> None:
         for run in self.runs.values():
             run.close()
+            for problem in run.cleanup_problems:  # say it: something may be left behind
+                sys.stderr.write(f"harness: cleaning up after {run.label} failed: {problem}\n")
 
     def run_for(self, label: str | None) -> ImageRun:
         if label is None:
@@ -348,12 +369,16 @@ def model_server(request: pytest.FixtureRequest) -> ImageRun:
     if plugin is None:
         pytest.skip("no model image given (--model-image or --model-tar)")
     run = plugin.run_for(getattr(request, "param", None))
-    if run.shutdown is not None:
-        run.restart()
+    error: SetupError | None = None
     try:
         run.require_ready()
     except CheckSkipped as exc:
         pytest.skip(str(exc))
+    except SetupError as exc:
+        error = exc
+    if error is not None:
+        plugin.not_evaluated = True
+        pytest.fail(f"harness: {error}", pytrace=False)
     return run
 
 

@@ -17,7 +17,7 @@ import jsonschema
 from . import __version__
 from .http import Exchange
 from .metadata import schema
-from .run import FAILED, READY, UPLOADING, ImageRun
+from .run import FAILED, READY, UPLOADING, ImageRun, Step
 
 REPORT_VERSION = 1
 EXCERPT_CHARS = 2048
@@ -32,7 +32,7 @@ def exchange_evidence(exchange: Exchange) -> dict[str, Any]:
         "path": exchange.path,
         "requestBodyExcerpt": exchange.request_body[:EXCERPT_CHARS].decode("utf-8", errors="replace"),
         "status": exchange.status,
-        "headers": exchange.headers,
+        "headers": dict(exchange.headers),
         "bodyExcerpt": body,
         "bodyBytes": len(exchange.body),
         "bodyTruncated": exchange.body_truncated or len(exchange.body) > EXCERPT_CHARS,
@@ -51,16 +51,12 @@ def run_snapshot(run: ImageRun) -> dict[str, Any]:
         "uploadStatus": next(
             (s.name for s in reversed(run.load_steps) if s.name not in (READY, FAILED)), UPLOADING
         ),
-        "loadStatus": final.name if final else "Not started",
+        "loadStatus": _load_status(final, failed=bool(problems_of(run))),
         "uploadPercentage": int(upload.details.get("uploadPercentage", 0)) if upload else 0,
         "loadPercentage": final.percentage if final else 0,
         "containerImageSize": run.image.size if run.image else _tar_size(run),
     }
-    problems = [
-        str(s.details[key]) for s in run.load_steps for key in ("error", "reason") if key in s.details
-    ]
-    if run.setup_error is not None and str(run.setup_error) not in problems:
-        problems.append(str(run.setup_error))
+    problems = problems_of(run)
     if problems:
         container_image["technicalInformation"] = "; ".join(problems)
     image = run.image
@@ -69,7 +65,7 @@ def run_snapshot(run: ImageRun) -> dict[str, Any]:
     if reference is not None and (reference.explicit_registry or source == "registry"):
         container_image.update(reference.report_fields())
     return {
-        "label": run.target.label,
+        "label": run.label or run.target.label,
         "containerImage": container_image,
         "loadSteps": steps,
         "runSteps": list(run.jobs),
@@ -85,6 +81,22 @@ def run_snapshot(run: ImageRun) -> dict[str, Any]:
             "engineVersion": run.engine_version,
         },
     }
+
+
+def problems_of(run: ImageRun) -> list[str]:
+    found = [str(s.details[key]) for s in run.load_steps for key in ("error", "reason") if key in s.details]
+    if run.setup_error is not None and str(run.setup_error) not in found:
+        found.append(str(run.setup_error))
+    return found
+
+
+def _load_status(final: Step | None, *, failed: bool) -> str:
+    """Ready, Failed, or (while a run is still going) the step reached."""
+    if final is not None and final.name in (READY, FAILED):
+        return final.name
+    if failed:
+        return FAILED
+    return final.name if final else "Not started"
 
 
 def _tar_size(run: ImageRun) -> int:

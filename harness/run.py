@@ -89,6 +89,7 @@ class Target:
     ref: str
     manifest: images.TarManifest | None = None
     reference: Reference | None = None  # parsed, for "image" targets
+    error: str | None = None  # what makes this target impossible to evaluate, found early
 
     @property
     def label(self) -> str:
@@ -143,6 +144,9 @@ class ImageRun:
     engine_version: str | None = None
     load_steps: list[Step] = field(default_factory=list)
     pulled_refs: list[str] = field(default_factory=list)
+    label: str = ""  # unique among the images of one session
+    cleanup_problems: list[str] = field(default_factory=list)
+    _prepared: bool = False
     jobs: list[dict[str, Any]] = field(default_factory=list)
     _workdir: Path | None = None
     _jobs: int = 0
@@ -153,15 +157,18 @@ class ImageRun:
         """Connect, bring the image into the engine, find model.yaml. Once; errors are kept."""
         if self.setup_error is not None:
             raise CheckSkipped(f"not evaluated: {self.setup_error}")
-        if self.image is not None:
+        if self._prepared:
             return
         try:
             self._prepare()
         except SetupError as exc:
             self.setup_error = exc
             raise
+        self._prepared = True
 
     def _prepare(self) -> None:
+        if self.target.error is not None:
+            raise SetupError(self.target.error)
         if self.options.model_data is not None:
             self.cases = casedata.discover(self.options.model_data)
         if self.options.model_yaml is not None:
@@ -189,8 +196,11 @@ class ImageRun:
                     "no model.yaml: given none, and none in the image's working directory or /opt/app"
                 )
         if self.metadata is not None:
-            for case in self.cases:
+            for case in self.cases:  # bad test-case data is found here, before any check runs
                 casedata.resolve_inputs(case, self.metadata.inputs)
+                casedata.expected_outputs(case, self.metadata.outputs)
+                if case.kind == casedata.VALIDATION_ERRORS:
+                    casedata.expected_message(case)
 
     def _load_tar(self, details: dict[str, Any]) -> images.PreparedImage:
         assert self.client is not None
@@ -212,9 +222,20 @@ class ImageRun:
         details.update(source="registry")
         if not images.image_present(self.client, reference.text):
             self.pulled_refs.append(reference.text)  # before pulling: a pull cut short is removed too
-        pulled = registry.pull(
-            self.client, reference, self.options.credentials, self._progress_to(f"pulling {reference.text}")
-        )
+        try:
+            pulled = registry.pull(
+                self.client,
+                reference,
+                self.options.credentials,
+                self._progress_to(f"pulling {reference.text}"),
+            )
+        except SetupError as exc:
+            if reference.explicit_registry or self.options.pull == "always":
+                raise
+            # Most likely a local tag mistyped, rather than an image meant to come from Docker Hub.
+            raise SetupError(
+                f"image {reference.text} is not in the Docker engine (pulling it failed: {exc})"
+            ) from None
         details.update(bytes=pulled.total)
         image = images.from_tag(self.client, reference.text)
         image.source = "registry"
@@ -245,6 +266,8 @@ class ImageRun:
     def start(self) -> ModelContainer:
         """Start the container once: one start serves the whole battery."""
         self.prepare()
+        if self.container is not None and self.shutdown is not None:
+            return self.restart()  # a check runs after /shutdown (pytest --ff, -p randomly...)
         if self.container is not None:
             return self.container
         assert self.client is not None and self.image is not None
@@ -258,7 +281,11 @@ class ImageRun:
             self.client, self.image.image_id, labels=self.labels, limits=limits, mounts=mounts
         )
         with timed(self.load_steps, 2, LOADING.format(name=self.model_name), 33) as details:
-            container.__enter__()
+            try:
+                container.__enter__()
+            except SetupError as exc:
+                self.setup_error = exc  # one failed start is enough: the other checks skip
+                raise
             details.update(
                 modelPort=container.model_port, memoryBytes=limits.memory_bytes, cpus=limits.cpu_count
             )
@@ -305,6 +332,8 @@ class ImageRun:
         return f"/status not 200 within {self.status_timeout:g} s ({readiness.polls} polls; last: {last})"
 
     def require_ready(self) -> ModelContainer:
+        if self.shutdown is not None:
+            self.restart()
         readiness = self.wait_ready()
         if not readiness.ready:
             raise CheckSkipped("the model never became ready (see status.ready)")
@@ -385,9 +414,11 @@ class ImageRun:
         if self.shutdown is None:
             container = self.require_ready()
             assert container.http is not None
-            exchange = container.http.request("POST", "/shutdown", timeout=self.options.shutdown_timeout)
+            # One deadline covers the answer and the exit.
             began = time.monotonic()
-            code = container.wait_exit(self.options.shutdown_timeout)
+            exchange = container.http.request("POST", "/shutdown", timeout=self.options.shutdown_timeout)
+            left = self.options.shutdown_timeout - (time.monotonic() - began)
+            code = container.wait_exit(max(left, 0.1))
             if code is None:
                 container.kill()
             self.shutdown = ShutdownResult(exchange, code, time.monotonic() - began)
@@ -395,17 +426,29 @@ class ImageRun:
 
     def close(self) -> None:
         """Remove everything this run created: container, temporary directories, loaded image."""
+        # Each step on its own: one that fails must not leave the others undone.
+        steps: list[Callable[[], None]] = []
         if self.container is not None:
-            self.container.remove()
+            steps.append(self.container.remove)
         if self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
-        if self.client is not None:
-            if not self.options.keep_image:
-                if self.image is not None:
-                    images.remove_loaded(self.client, self.image)
-                for ref in self.pulled_refs:
-                    images.untag(self.client, ref)
-            self.client.close()
+            workdir = self._workdir
+            steps.append(lambda: shutil.rmtree(workdir, ignore_errors=True))
+        client, image = self.client, self.image
+        if client is not None and not self.options.keep_image:
+            if image is not None:
+                steps.append(lambda: images.remove_loaded(client, image))
+            steps += [lambda ref=ref: images.untag(client, ref) for ref in self.pulled_refs]  # type: ignore[misc]
+        if client is not None:
+            steps.append(client.close)
+        problems = []
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:
+                problems.append(f"{type(exc).__name__}: {exc}")
+        self.container, self._workdir, self.pulled_refs = None, None, []
+        self.client = None
+        self.cleanup_problems = problems
 
 
 def _rounded(value: float | None) -> float | None:

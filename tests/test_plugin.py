@@ -260,8 +260,51 @@ def test_not_an_image_archive_is_not_evaluated(harness, tmp_path: Path) -> None:
     bogus.write_bytes(b"definitely not a tar archive" * 100)
     outcome = harness(f"--model-tar={bogus}")
     assert outcome.ret == EXIT_NOT_EVALUATED
-    assert outcome.by_check == {}
-    outcome.result.stderr.fnmatch_lines([f"*harness: {bogus} is not a readable docker image archive*"])
+    assert outcome.with_state("error") == {"image.default-command"}
+    outcome.result.stdout.fnmatch_lines([f"harness: {bogus} is not a readable docker image archive*"])
+
+
+def test_a_bad_target_does_not_stop_the_others(harness, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    outcome = harness(f"--model-tar={tmp_path / 'missing.tar'}", "--model-image", build.CONFORMANT.tag)
+    assert outcome.ret == EXIT_NOT_EVALUATED
+    outcome.result.stdout.fnmatch_lines(
+        [f"harness: the image archive {tmp_path / 'missing.tar'} does not exist"]
+    )
+    counts = outcome.result.parseoutcomes()
+    assert (counts["passed"], counts["errors"]) == (10, 1)  # the conformant image's battery ran whole
+
+
+@pytest.mark.parametrize("problem", ["empty-data-dir", "no-message-file", "case-without-input"])
+def test_bad_test_case_data_is_not_evaluated(harness, tmp_path: Path, problem: str) -> None:  # type: ignore[no-untyped-def]
+    data = tmp_path / "data"
+    data.mkdir()
+    if problem == "no-message-file":
+        (data / "validation-error" / "empty").mkdir(parents=True)
+        (data / "validation-error" / "empty" / "input.txt").write_text("")
+    elif problem == "case-without-input":
+        (data / "examples" / "lost").mkdir(parents=True)
+        (data / "examples" / "lost" / "results.json").write_text("{}")
+    outcome = harness("--model-image", build.CONFORMANT.tag, f"--model-data={data}")
+    assert outcome.ret == EXIT_NOT_EVALUATED, outcome.result.stdout.str()
+    assert len(outcome.with_state("error")) == 1
+    assert outcome.with_state("failed") == set()
+    assert "Traceback" not in outcome.result.stdout.str()
+
+
+def test_checks_reordered_after_shutdown_still_hold(harness, pytester: pytest.Pytester) -> None:  # type: ignore[no-untyped-def]
+    # Another plugin (pytest --ff, pytest-randomly...) may run /shutdown first.
+    pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.hookimpl(trylast=True)
+        def pytest_collection_modifyitems(items):
+            items.reverse()
+        """
+    )
+    outcome = harness("--model-image", build.CONFORMANT.tag, f"--model-data={DATA}")
+    assert outcome.ret == 0, outcome.result.stdout.str()
+    assert outcome.by_check == dict.fromkeys(ALL_CHECKS, "passed")
 
 
 def test_bad_option_value_is_a_usage_error_naming_its_source(pytester: pytest.Pytester) -> None:

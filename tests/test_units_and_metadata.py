@@ -61,12 +61,29 @@ def test_sample_metadata_is_read() -> None:
         (("version: 1.0.0", "version: '1.0'"), "version"),
         (("specification: '0.3'", "specification: '0.4'"), "specification"),
         (("inputs:", "inputz:"), "inputs"),
+        (("size: 256M", "size: 1M"), "below Docker's minimum"),
     ],
 )
 def test_invalid_metadata_names_the_field(change: tuple[str, str], message: str) -> None:
     assert change[0] in SAMPLE_YAML
     with pytest.raises(SetupError, match=rf"^where/model\.yaml: .*{message}"):
         parse_metadata(SAMPLE_YAML.replace(*change), "where/model.yaml")
+
+
+def test_content_type_is_read_whatever_the_header_case() -> None:
+    from requests.structures import CaseInsensitiveDict
+
+    from harness.http import Exchange
+
+    exchange = Exchange(
+        "GET",
+        "/status",
+        {},
+        b"",
+        200,
+        CaseInsensitiveDict({"content-type": "Application/JSON; charset=utf-8"}),
+    )
+    assert exchange.media_type == "application/json"
 
 
 def test_metadata_that_is_not_yaml() -> None:
