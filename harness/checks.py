@@ -35,7 +35,12 @@ def fail(run: ImageRun, route: str, expected: str, actual: str, spec: str) -> No
 
 def require_answer(run: ImageRun, exchange: Exchange, spec: str) -> None:
     if exchange.error is not None:
-        raise fail(run, exchange.route, "an HTTP answer", exchange.summary(), spec)
+        actual = exchange.summary()
+        # A dropped connection often means the server died: give the exit a moment to show.
+        code = run.container.wait_exit(1.0) if run.container else None
+        if code is not None:
+            actual += f"; the container exited with code {code}"
+        raise fail(run, exchange.route, "an HTTP answer", actual, spec)
 
 
 def require_status(run: ImageRun, exchange: Exchange, expected: int, spec: str) -> None:

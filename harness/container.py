@@ -18,6 +18,7 @@ from .errors import SetupError
 from .http import Exchange, ModelClient
 
 LOG_TAIL_LINES = 40
+LOG_TAIL_BYTES = 16 * 1024
 POLL_START = 0.02  # seconds between /status polls, doubling up to POLL_CAP
 POLL_CAP = 0.1
 
@@ -130,7 +131,7 @@ class ModelContainer:
                     seen.first_accept_seconds = since_start
                 if seen.first_answer_seconds is None and seen.last.status is not None:
                     seen.first_answer_seconds = since_start
-                if seen.last.status == 200:
+                if seen.last.status == 200 and seen.last.error is None:  # the whole answer, in time
                     seen.ready = True
                     break
             state = self.state()
@@ -144,6 +145,11 @@ class ModelContainer:
             interval = min(interval * 2, POLL_CAP)
         seen.seconds = time.monotonic() - self.started_at
         return seen
+
+    def exit_code(self) -> int | None:
+        """The exit code if the container has stopped, else None."""
+        state = self.state()
+        return None if state.get("Status") in ("created", "running") else int(state.get("ExitCode") or 0)
 
     def wait_exit(self, timeout: float) -> int | None:
         """The exit code, or None if the process is still running after ``timeout``."""
@@ -159,13 +165,30 @@ class ModelContainer:
                 self.container.kill()
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The last lines of the container's output, at most LOG_TAIL_BYTES of them.
+
+        Read from a raw response and cut at the cap: a container may write lines of any
+        length, and the harness must not hold them.
+        """
         if self.container is None:
             return ""
+        api = self._client.api
+        params = {"stdout": 1, "stderr": 1, "tail": lines, "follow": 0}
+        kept = bytearray()
         try:
-            raw = self.container.logs(tail=lines)
-        except docker.errors.APIError:
+            with api._get(
+                api._url("/containers/{0}/logs", self.container.id), params=params, stream=True
+            ) as response:
+                response.raise_for_status()
+                while len(kept) < 2 * LOG_TAIL_BYTES:
+                    chunk = response.raw.read1(64 * 1024)
+                    if not chunk:
+                        break
+                    kept += chunk
+        except (docker.errors.APIError, requests.RequestException):
             return ""
-        return raw.decode("utf-8", errors="replace").rstrip() if isinstance(raw, bytes) else ""
+        text = _demultiplex(bytes(kept)).decode("utf-8", errors="replace").rstrip()
+        return text if len(text) <= LOG_TAIL_BYTES else "[...]" + text[-LOG_TAIL_BYTES:]
 
     def remove(self) -> None:
         if self.http is not None:
@@ -174,3 +197,14 @@ class ModelContainer:
             container, self.container = self.container, None
             with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True, v=True)  # v: the image's anonymous volumes too
+
+
+def _demultiplex(raw: bytes) -> bytes:
+    """The payload of Docker's log frames (8-byte header: stream, 0, 0, 0, big-endian size)."""
+    out = bytearray()
+    at = 0
+    while at + 8 <= len(raw) and raw[at] in (0, 1, 2) and raw[at + 1 : at + 4] == b"\0\0\0":
+        size = int.from_bytes(raw[at + 4 : at + 8], "big")
+        out += raw[at + 8 : at + 8 + size]
+        at += 8 + size
+    return bytes(out) if at else raw  # a TTY container's log has no frames

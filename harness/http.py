@@ -42,12 +42,14 @@ class Exchange:
         if self.error:
             return f"no answer ({self.error})"
         excerpt = self.body[:200].decode("utf-8", errors="replace")
-        return f"{self.status} {self.headers.get('Content-Type', '(no Content-Type)')} {excerpt!r}"
+        cut = f" [body cut at {len(self.body) // 1024} KiB]" if self.body_truncated else ""
+        return f"{self.status} {self.headers.get('Content-Type', '(no Content-Type)')} {excerpt!r}{cut}"
 
 
 class ModelClient:
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, body_cap: int = BODY_CAP) -> None:
         self.base_url = base_url
+        self.body_cap = body_cap
         self._session = requests.Session()
         self._session.trust_env = False  # the model is on 127.0.0.1: never through a proxy
         self.history: list[Exchange] = []  # every exchange, as evidence for the checks
@@ -79,20 +81,32 @@ class ModelClient:
             ) as response:
                 exchange.status = response.status_code
                 exchange.headers = CaseInsensitiveDict(response.headers)
-                kept = bytearray()
-                for chunk in response.iter_content(64 * 1024):
-                    if len(kept) < BODY_CAP:
-                        kept += chunk
-                    else:
-                        exchange.body_truncated = True
-                        break
-                exchange.body = bytes(kept[:BODY_CAP])
-                exchange.body_truncated = exchange.body_truncated or len(kept) > BODY_CAP
+                exchange.body, truncated = self._read_body(response, started + timeout)
+                exchange.body_truncated = bool(truncated)
+                if truncated is None:
+                    exchange.error = f"timed out (the answer was still arriving after {timeout:.1f} s)"
         except requests.RequestException as exc:
             exchange.error = _describe(exc)
         exchange.seconds = time.monotonic() - started
         self.history.append(exchange)
         return exchange
+
+    def _read_body(self, response: requests.Response, deadline: float) -> tuple[bytes, bool | None]:
+        """At most ``body_cap`` bytes, by ``deadline``: (body, truncated), truncated None on time-out.
+
+        Reads return as soon as any data is there, so that a body trickling in a byte at a
+        time still meets the deadline; the rest of an oversized body is never buffered.
+        """
+        kept = bytearray()
+        while True:
+            if time.monotonic() > deadline:
+                return bytes(kept), None
+            chunk = response.raw.read1(64 * 1024)
+            if not chunk:
+                return bytes(kept), False
+            kept += chunk
+            if len(kept) > self.body_cap:
+                return bytes(kept[: self.body_cap]), True
 
     def post_json(self, path: str, payload: object, *, timeout: float) -> Exchange:
         body = json.dumps(payload).encode()

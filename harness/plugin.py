@@ -6,8 +6,11 @@ which know nothing of pytest.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
@@ -38,9 +41,8 @@ def pytest_configure(config: pytest.Config) -> None:
     resolved = settings.resolve(config, _stdin_password(config))
     if not resolved.active:
         if resolved.options.model_data or resolved.options.model_yaml:
-            raise pytest.UsageError(
-                "--model-data and --model-yaml need an image: give --model-image or --model-tar"
-            )
+            message = "harness: no image given: add --model-image REF or --model-tar FILE"
+            pytest.exit(message, EXIT_NOT_EVALUATED)
         return
     targets = [_image_target(ref) for ref in resolved.images] + [_tar_target(path) for path in resolved.tars]
     if config.pluginmanager.hasplugin("xdist"):
@@ -50,6 +52,9 @@ def pytest_configure(config: pytest.Config) -> None:
     plugin = HarnessPlugin(config, targets, resolved)
     config.stash[STASH_KEY] = plugin
     config.pluginmanager.register(plugin, "model-conformance")
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (CI cancelling a job) cleans up like Ctrl-C does.
+        plugin.previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
     if not hasattr(config, "workerinput") and config.pluginmanager.hasplugin("html"):
         # The HTML report is written once, by the controller, through pytest-html.
         if not config.getoption("htmlpath"):
@@ -57,6 +62,10 @@ def pytest_configure(config: pytest.Config) -> None:
             config.option.self_contained_html = True
         config.option.css = [*config.getoption("css"), str(Path(__file__).with_name("report.css"))]
         config.pluginmanager.register(HtmlHooks(plugin), "model-conformance-html")
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"harness: stopped by signal {signum}")
 
 
 def _image_target(ref: str) -> Target:
@@ -140,6 +149,7 @@ class CheckItem(pytest.Item):
         error: SetupError | None = None
         try:
             self.run.prepare()
+            self.config.stash[STASH_KEY].arm_watchdog(self.run)
             if self.check.needs_container:
                 self.run.start()
         except CheckSkipped as exc:
@@ -208,6 +218,10 @@ class HarnessPlugin:
             self.runs[label] = ImageRun(target, resolved.options, progress=self.show_progress, label=label)
         self.not_evaluated = False
         self._last_progress = 0.0
+        self.previous_sigterm: Any = None
+        self.watchdogs: dict[str, threading.Timer] = {}
+        self.run_checks: dict[str, int] = {}
+        self.overrun: str | None = None
         # Filled from test reports, so that the controller sees what xdist workers observed.
         self.snapshots: dict[str, dict[str, Any]] = {}
         self.check_records: dict[str, dict[str, Any]] = {}
@@ -255,6 +269,8 @@ class HarnessPlugin:
                 if xdist:
                     item.add_marker(pytest.mark.xdist_group(label))
                 (tail if item.check.id.startswith("shutdown.") else head).append(item)
+                if item.check.id.startswith("run."):
+                    self.run_checks[label] = self.run_checks.get(label, 0) + 1
         # The author's own tests use the running model too: they go before the shutdown checks.
         items[:] = head + items + tail
 
@@ -290,6 +306,12 @@ class HarnessPlugin:
         for label, run in self.runs.items():
             if run.metadata_note:
                 terminalreporter.write_line(f"{label}: {run.metadata_note}")
+            if run.reaped:
+                terminalreporter.write_line(
+                    f"harness: removed what killed runs left: {', '.join(run.reaped)}"
+                )
+        if self.overrun:
+            terminalreporter.write_line(f"harness: {self.overrun}", red=True)
         if not hasattr(self.config, "workerinput"):
             self.write_json(terminalreporter)
         if self.not_evaluated:
@@ -305,6 +327,8 @@ class HarnessPlugin:
 
     def pytest_unconfigure(self) -> None:
         self.close()
+        if self.previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self.previous_sigterm)
 
     def write_json(self, terminalreporter: Any) -> None:
         report = self.report()
@@ -321,7 +345,32 @@ class HarnessPlugin:
         if not self.config.pluginmanager.hasplugin("html"):
             terminalreporter.write_line("conformance report: HTML not written: pytest-html is not installed")
 
+    def arm_watchdog(self, run: ImageRun) -> None:
+        """Bound the battery of a prepared image: past its bound, the run is interrupted."""
+        if run.label in self.watchdogs:
+            return
+        bound = run.bound(self.run_checks.get(run.label, 0))
+        timer = threading.Timer(bound, self._overran, args=(run.label, bound))
+        timer.daemon = True
+        self.watchdogs[run.label] = timer
+        timer.start()
+
+    def _overran(self, label: str, bound: float) -> None:
+        self.overrun = f"{label} ran past its bound of {bound:.0f} s and was stopped"
+        _thread.interrupt_main()  # pytest then cleans up as after Ctrl-C
+
     def close(self) -> None:
+        for timer in self.watchdogs.values():
+            timer.cancel()
+        # Cleaning up is not to be interrupted half way by a second Ctrl-C or SIGTERM.
+        blocked = {signal.SIGINT, signal.SIGTERM}
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+        try:
+            self._close_runs()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    def _close_runs(self) -> None:
         for run in self.runs.values():
             run.close()
             for problem in run.cleanup_problems:  # say it: something may be left behind

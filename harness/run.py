@@ -6,7 +6,6 @@ Knows nothing of pytest: a script can drive an ``ImageRun`` directly.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 import time
@@ -18,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 
 from . import cases as casedata
-from . import images, registry
+from . import images, reaper, registry
 from .container import Limits, ModelContainer, Readiness
 from .errors import CheckSkipped, SetupError
 from .http import Exchange
@@ -34,6 +34,8 @@ DEFAULT_STATUS_TIMEOUT = 60.0
 DEFAULT_RUN_TIMEOUT = 60.0
 DEFAULT_SHUTDOWN_TIMEOUT = 15.0
 PULL_POLICIES = ("always", "missing", "never")
+EXTRA_JOBS = 5  # room for the author's own jobs in the run's bound
+BOUND_SLACK = 60.0
 
 # The platform's names for the steps of taking an image in (SPEC.md section 1).
 UPLOADING = "Uploading container image"
@@ -145,6 +147,7 @@ class ImageRun:
     load_steps: list[Step] = field(default_factory=list)
     pulled_refs: list[str] = field(default_factory=list)
     label: str = ""  # unique among the images of one session
+    reaped: list[str] = field(default_factory=list)
     cleanup_problems: list[str] = field(default_factory=list)
     _prepared: bool = False
     jobs: list[dict[str, Any]] = field(default_factory=list)
@@ -179,6 +182,9 @@ class ImageRun:
             self.engine_version = str(self.client.version().get("Version"))
         except Exception as exc:
             raise SetupError(f"cannot reach the Docker engine: {images.reason(exc)}") from None
+        # What runs killed outright left behind goes first (never a live run's).
+        with contextlib.suppress(docker.errors.DockerException, OSError):
+            self.reaped = reaper.reap(self.client)
         with timed(self.load_steps, 1, UPLOADING, 0) as details:
             if self.target.kind == "tar":
                 self.image = self._load_tar(details)
@@ -249,7 +255,12 @@ class ImageRun:
 
     @property
     def labels(self) -> dict[str, str]:
-        return {LABEL: "1", SESSION_LABEL: self.session_id, f"{LABEL}.pid": str(os.getpid())}
+        return {LABEL: "1", SESSION_LABEL: self.session_id, reaper.OWNER_LABEL: reaper.owner_token()}
+
+    def bound(self, run_checks: int) -> float:
+        """The longest this image's battery may take once prepared (uploads are not counted)."""
+        jobs = run_checks + EXTRA_JOBS
+        return self.status_timeout + jobs * self.run_timeout + 2 * self.options.shutdown_timeout + BOUND_SLACK
 
     @property
     def status_timeout(self) -> float:
@@ -338,6 +349,9 @@ class ImageRun:
         if not readiness.ready:
             raise CheckSkipped("the model never became ready (see status.ready)")
         assert self.container is not None
+        code = self.container.exit_code()
+        if code is not None:
+            raise CheckSkipped(f"the container exited with code {code} during an earlier check")
         return self.container
 
     @property
@@ -349,7 +363,7 @@ class ImageRun:
 
     def workdir(self) -> Path:
         if self._workdir is None:
-            self._workdir = Path(tempfile.mkdtemp(prefix=f"psc-harness-{self.session_id}-"))
+            self._workdir = Path(tempfile.mkdtemp(prefix=reaper.temp_dir_prefix(self.session_id)))
             (self._workdir / "in").mkdir(mode=0o755)
             (self._workdir / "out").mkdir()
             # The model may run as any user: let it write its outputs.

@@ -47,6 +47,9 @@ class Sample:
     name: str
     defect: str  # the one part of the contract it breaks; empty for conformant ones
     ready_after: int = 0
+    hostile: str = ""  # how it tries to hang, flood or crash the harness
+    log_flood_mib: int = 0
+    on_demand: bool = False  # built only when named (python -m sample_models.build NAME)
 
     @property
     def tag(self) -> str:
@@ -65,6 +68,13 @@ SAMPLES: tuple[Sample, ...] = (
     Sample("broken-run-error-not-json", "/run errors answer text/plain"),
     Sample("broken-shutdown-exit-1", "/shutdown ends the process with exit code 1"),
     Sample("broken-shutdown-ignored", "/shutdown answers 202 but the process never exits"),
+    Sample("hostile-log-flood", "", hostile="writes 256 MiB of log at start", log_flood_mib=256),
+    Sample(
+        "hostile-log-flood-1g", "", hostile="writes 1 GiB of log at start", log_flood_mib=1024, on_demand=True
+    ),
+    Sample("hostile-huge-body", "", hostile="/status answers a 64 MiB body"),
+    Sample("hostile-trickle", "", hostile="/status trickles its answer, a byte a second"),
+    Sample("hostile-crash-during-run", "", hostile="/run crashes the container (exit code 70)"),
 )
 CONFORMANT = SAMPLES[0]
 CONFORMANT_TAR = TAR_DIR / f"{CONFORMANT.name}.tar"
@@ -166,7 +176,12 @@ def build_sample(client: docker.DockerClient, sample: Sample, base: str) -> Imag
         image, _log = client.images.build(
             path=str(HERE / "langid"),
             tag=sample.tag,
-            buildargs={"BASE_IMAGE": base, "VARIANT": sample.name, "READY_AFTER": str(sample.ready_after)},
+            buildargs={
+                "BASE_IMAGE": base,
+                "VARIANT": sample.name,
+                "READY_AFTER": str(sample.ready_after),
+                "LOG_FLOOD_MIB": str(sample.log_flood_mib),
+            },
             labels={LABEL: sample.name},
             pull=False,
             rm=True,
@@ -196,7 +211,7 @@ def save_tar(image: Image, target: Path) -> None:
 
 def build_all(client: docker.DockerClient, names: list[str] | None = None) -> dict[str, Image]:
     base = build_base(client)
-    chosen = [s for s in SAMPLES if not names or s.name in names]
+    chosen = [s for s in SAMPLES if (s.name in names if names else not s.on_demand)]
     images = {sample.name: build_sample(client, sample, base) for sample in chosen}
     if CONFORMANT.name in images:
         save_tar(images[CONFORMANT.name], CONFORMANT_TAR)

@@ -98,8 +98,8 @@ def run_case(running: Running, root: Path, case_dir: Path) -> tuple[requests.Res
 def test_every_sample_is_built_and_labelled(
     docker_client: docker.DockerClient, sample_images: dict[str, str]
 ) -> None:
-    assert set(sample_images) == {s.name for s in build.SAMPLES}
-    for sample in build.SAMPLES:
+    assert set(sample_images) == {s.name for s in build.SAMPLES if not s.on_demand}
+    for sample in (s for s in build.SAMPLES if not s.on_demand):
         image = docker_client.images.get(sample.tag)
         assert image.labels[build.LABEL] == sample.name
         assert image.attrs["Config"]["Cmd"] == ["python3", "-m", "langid_app.serve"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +36,14 @@ def on_exit_with(code: int) -> Any:
     return on_exit
 
 
+def flood_log(mebibytes: int) -> None:
+    line = ("langid: log flood " + "#" * 1000)[:1023] + "\n"
+    for _ in range(mebibytes * 1024):
+        sys.stdout.write(line)
+    sys.stdout.flush()
+    print(f"langid: wrote {mebibytes} MiB of log", flush=True)
+
+
 def main() -> None:
     variant = os.environ.get("PSC_SAMPLE_VARIANT", "")
     if variant == "broken-exit-at-start":
@@ -58,6 +67,11 @@ def main() -> None:
     }
     if variant == "broken-shutdown-exit-1":
         options["on_exit"] = on_exit_with(1)
+    if variant == "hostile-crash-during-run":
+        options["child_exit"] = lambda _server, _worker: os._exit(70)
+    flood = int(os.environ.get("PSC_SAMPLE_LOG_FLOOD_MIB", "0"))
+    if flood:
+        threading.Thread(target=flood_log, args=(flood,), daemon=True).start()
     Server(options, variant, ready_at).run()
 
 

@@ -41,6 +41,22 @@ def envelope(
     return Response(json.dumps(body) + "\n", status=code, mimetype=mimetype)
 
 
+HUGE_BODY_BYTES = 64 * 2**20
+TRICKLE_SECONDS_PER_BYTE = 1.0
+
+
+def trickle(response: Response) -> Response:
+    """The same answer, sent one byte at a time."""
+    body = response.get_data()
+
+    def drip() -> Any:
+        for byte in body:
+            time.sleep(TRICKLE_SECONDS_PER_BYTE)
+            yield bytes([byte])
+
+    return Response(drip(), status=response.status_code, mimetype=response.mimetype)
+
+
 def parse_size(text: str) -> int:
     units = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
     text = str(text).strip().upper().removesuffix("B")
@@ -81,6 +97,10 @@ def create_app(variant: str, ready_at: float) -> Flask:
             return envelope(500, f"model failed to load: {exc}")
         if variant == "broken-status-html":
             return envelope(200, "model is ready", mimetype="text/html")
+        if variant == "hostile-huge-body":
+            return envelope(200, "model is ready " + "x" * HUGE_BODY_BYTES)
+        if variant == "hostile-trickle":
+            return trickle(envelope(200, "model is ready"))
         return envelope(200, "model is ready", with_code=variant != "broken-status-no-statuscode")
 
     def run_error(code: int, message: str) -> Response:
@@ -114,6 +134,9 @@ def create_app(variant: str, ready_at: float) -> Flask:
 
     @app.post("/run")
     def run() -> Response:
+        if variant == "hostile-crash-during-run":
+            print("langid: crashing in the middle of /run (sample defect)", flush=True)
+            os._exit(1)  # the master's child_exit hook then ends the container
         try:
             input_dir, output_dir = read_job()
             ((name, spec),) = inputs.items()
