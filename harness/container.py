@@ -19,8 +19,8 @@ from .http import Exchange, ModelClient
 
 LOG_TAIL_LINES = 40
 LOG_TAIL_BYTES = 16 * 1024
-POLL_START = 0.02  # seconds between /status polls, doubling up to POLL_CAP
-POLL_CAP = 0.1
+POLL_START = 0.01  # seconds between /status polls, doubling up to POLL_CAP
+POLL_CAP = 0.05
 
 
 def random_model_port() -> int:
@@ -81,32 +81,53 @@ class ModelContainer:
     def __exit__(self, *_exc: object) -> None:
         self.remove()
 
+    @property
+    def started(self) -> bool:
+        return self.started_at > 0
+
+    def create(self) -> Container:
+        """Create the container (not started): its files can be read before it runs."""
+        if self.container is None:
+            try:
+                self.container = self._client.containers.create(
+                    self.image_id,
+                    name=self.name,
+                    environment={"PSC_MODEL_PORT": str(self.model_port)},
+                    ports={f"{self.model_port}/tcp": ("127.0.0.1", None)},
+                    labels=self.labels,
+                    volumes={
+                        str(host): {"bind": inside, "mode": mode}
+                        for host, (inside, mode) in self.mounts.items()
+                    },
+                    privileged=False,
+                    **_resources(self.limits),
+                )
+            except docker.errors.APIError as exc:
+                raise SetupError(
+                    f"the engine could not create a container from the image: {exc.explanation or exc}"
+                ) from None
+        return self.container
+
+    def set_limits(self, limits: Limits) -> None:
+        """Apply the declared resources to the created container, before it starts."""
+        self.limits = limits
+        if self.container is not None and not self.started and _resources(limits):
+            try:
+                self.container.update(**_resources(limits))
+            except docker.errors.APIError as exc:
+                raise SetupError(
+                    f"the engine refused the declared resources: {exc.explanation or exc}"
+                ) from None
+
     def start(self) -> None:
-        limits: dict[str, int] = {}
-        if self.limits.memory_bytes:
-            # No swap beyond the declared memory, as on the platform.
-            limits = {"mem_limit": self.limits.memory_bytes, "memswap_limit": self.limits.memory_bytes}
-        if self.limits.cpu_count:
-            limits["nano_cpus"] = int(self.limits.cpu_count * 1e9)
+        container = self.create()
         try:
-            self.container = self._client.containers.create(
-                self.image_id,
-                name=self.name,
-                environment={"PSC_MODEL_PORT": str(self.model_port)},
-                ports={f"{self.model_port}/tcp": ("127.0.0.1", None)},
-                labels=self.labels,
-                volumes={
-                    str(host): {"bind": inside, "mode": mode} for host, (inside, mode) in self.mounts.items()
-                },
-                privileged=False,
-                **limits,
-            )
             self.started_at = time.monotonic()
-            self.container.start()
-            self.container.reload()
+            container.start()
+            container.reload()
         except docker.errors.APIError as exc:
             raise SetupError(f"the engine could not start the image: {exc.explanation or exc}") from None
-        bindings = (self.container.ports or {}).get(f"{self.model_port}/tcp") or []
+        bindings = (container.ports or {}).get(f"{self.model_port}/tcp") or []
         if bindings:
             self.http = ModelClient(f"http://127.0.0.1:{bindings[0]['HostPort']}")
 
@@ -208,3 +229,14 @@ def _demultiplex(raw: bytes) -> bytes:
         out += raw[at + 8 : at + 8 + size]
         at += 8 + size
     return bytes(out) if at else raw  # a TTY container's log has no frames
+
+
+def _resources(limits: Limits) -> dict[str, int]:
+    resources: dict[str, int] = {}
+    if limits.memory_bytes:
+        # No swap beyond the declared memory, as on the platform.
+        resources.update(mem_limit=limits.memory_bytes, memswap_limit=limits.memory_bytes)
+    if limits.cpu_count:
+        # The same as --cpus, in the form that can also be updated before the start.
+        resources.update(cpu_period=100_000, cpu_quota=int(limits.cpu_count * 100_000))
+    return resources

@@ -165,31 +165,17 @@ def untag(client: docker.DockerClient, ref: str) -> None:
         client.images.remove(ref)
 
 
-def find_model_yaml(
-    client: docker.DockerClient, image: PreparedImage, labels: dict[str, str]
-) -> tuple[str, str] | None:
-    """Read model.yaml from the image's working directory, then /opt/app: (text, where) or None."""
-    candidates = list(
-        dict.fromkeys(
-            [str(PurePosixPath(image.working_dir) / MODEL_YAML), f"{FALLBACK_APP_DIR}/{MODEL_YAML}"]
-        )
-    )
-    try:
-        # A created, never started container exposes the image's files without running any code.
-        container = client.containers.create(
-            image.image_id, command=["/"], labels=labels, network_disabled=True
-        )
-    except docker.errors.APIError as exc:
-        raise SetupError(f"cannot look for model.yaml in {image.ref}: {exc.explanation or exc}") from None
-    try:
-        for candidate in candidates:
-            text = _read_file(container, candidate)
-            if text is not None:
-                return text, f"{image.ref}:{candidate}"
-        return None
-    finally:
-        with contextlib.suppress(docker.errors.APIError):
-            container.remove(force=True, v=True)
+def read_model_yaml(container: Container, image: PreparedImage) -> tuple[str, str] | None:
+    """model.yaml from the image's working directory, then /opt/app: (text, where) or None.
+
+    Read from a created, never started container: no code of the image runs for it.
+    """
+    candidates = [str(PurePosixPath(image.working_dir) / MODEL_YAML), f"{FALLBACK_APP_DIR}/{MODEL_YAML}"]
+    for candidate in dict.fromkeys(candidates):
+        text = _read_file(container, candidate)
+        if text is not None:
+            return text, f"{image.ref}:{candidate}"
+    return None
 
 
 def _read_file(container: Container, path: str, links: int = 5) -> str | None:

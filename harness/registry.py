@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import docker
@@ -13,9 +13,8 @@ import docker.errors
 import requests
 
 from .errors import SetupError
+from .options import PASSWORD_ENV, Credentials
 
-PASSWORD_ENV = "PSC_REGISTRY_PASSWORD"
-USERNAME_ENV = "PSC_REGISTRY_USERNAME"
 DOCKER_HUB = "docker.io"
 
 _COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
@@ -86,18 +85,6 @@ def parse_reference(text: str) -> Reference:
     if host == DOCKER_HUB and len(parts) == 1:
         parts.insert(0, "library")
     return Reference(text, host, "/".join(parts[:-1]), parts[-1], tag, digest, explicit)
-
-
-@dataclass(frozen=True)
-class Credentials:
-    username: str
-    password: str = field(repr=False)
-
-    def redact(self, text: str) -> str:
-        return text.replace(self.password, "***") if self.password else text
-
-    def auth_config(self) -> dict[str, str]:
-        return {"username": self.username, "password": self.password}
 
 
 @dataclass

@@ -25,15 +25,14 @@ from .container import Limits, ModelContainer, Readiness
 from .errors import CheckSkipped, SetupError
 from .http import Exchange
 from .metadata import ModelMetadata, parse_metadata
-from .registry import Credentials, Progress, Reference
+from .options import RunOptions
+from .registry import Progress, Reference
 
 LABEL = "org.psc-harness"
 SESSION_LABEL = "org.psc-harness.session"
 MOUNT_ROOT = "/psc-harness"
 DEFAULT_STATUS_TIMEOUT = 60.0
 DEFAULT_RUN_TIMEOUT = 60.0
-DEFAULT_SHUTDOWN_TIMEOUT = 15.0
-PULL_POLICIES = ("always", "missing", "never")
 EXTRA_JOBS = 5  # room for the author's own jobs in the run's bound
 BOUND_SLACK = 60.0
 
@@ -96,18 +95,6 @@ class Target:
     @property
     def label(self) -> str:
         return self.ref if self.kind == "image" else Path(self.ref).name
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    model_yaml: Path | None = None
-    model_data: Path | None = None
-    status_timeout: float | None = None
-    run_timeout: float | None = None
-    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
-    pull: str = "missing"
-    credentials: Credentials | None = None
-    keep_image: bool = False
 
 
 @dataclass
@@ -192,11 +179,15 @@ class ImageRun:
                 self.image = self._image_from_reference(details)
             details["uploadPercentage"] = 100
         if self.metadata is None:
-            found = images.find_model_yaml(self.client, self.image, self.labels)
+            # Read from the model's own container, created but not started: no extra container.
+            created = self._created()
+            assert created.container is not None
+            found = images.read_model_yaml(created.container, self.image)
             if found is not None:
                 text, where = found
                 self.metadata = parse_metadata(text, where)
                 self.metadata_note = f"model.yaml found in the image at {where.split(':')[-1]}"
+                created.set_limits(self.limits)
             else:
                 self.metadata_note = (
                     "no model.yaml: given none, and none in the image's working directory or /opt/app"
@@ -274,33 +265,46 @@ class ImageRun:
 
     # -- the container -----------------------------------------------------------------
 
+    def _created(self) -> ModelContainer:
+        """The model's container, created but not started, with the declared resources."""
+        if self.container is None:
+            assert self.client is not None and self.image is not None
+            workdir = self.workdir()
+            mounts = {
+                workdir / "in": (f"{MOUNT_ROOT}/in", "ro"),
+                workdir / "out": (f"{MOUNT_ROOT}/out", "rw"),
+            }
+            container = ModelContainer(
+                self.client, self.image.image_id, labels=self.labels, limits=self.limits, mounts=mounts
+            )
+            self.container = container  # registered first: removed at close even if creating fails
+            container.create()
+        return self.container
+
+    @property
+    def limits(self) -> Limits:
+        if self.metadata is None:
+            return Limits(None, None)
+        return Limits(self.metadata.memory_bytes, self.metadata.cpu_count)
+
     def start(self) -> ModelContainer:
         """Start the container once: one start serves the whole battery."""
         self.prepare()
-        if self.container is not None and self.shutdown is not None:
+        if self.shutdown is not None:
             return self.restart()  # a check runs after /shutdown (pytest --ff, -p randomly...)
-        if self.container is not None:
-            return self.container
-        assert self.client is not None and self.image is not None
-        workdir = self.workdir()
-        limits = Limits(
-            self.metadata.memory_bytes if self.metadata else None,
-            self.metadata.cpu_count if self.metadata else None,
-        )
-        mounts = {workdir / "in": (f"{MOUNT_ROOT}/in", "ro"), workdir / "out": (f"{MOUNT_ROOT}/out", "rw")}
-        container = ModelContainer(
-            self.client, self.image.image_id, labels=self.labels, limits=limits, mounts=mounts
-        )
+        container = self._created()
+        if container.started:
+            return container
         with timed(self.load_steps, 2, LOADING.format(name=self.model_name), 33) as details:
             try:
-                container.__enter__()
+                container.start()
             except SetupError as exc:
                 self.setup_error = exc  # one failed start is enough: the other checks skip
                 raise
+            limits = container.limits
             details.update(
                 modelPort=container.model_port, memoryBytes=limits.memory_bytes, cpus=limits.cpu_count
             )
-        self.container = container
         return container
 
     @property

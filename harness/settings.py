@@ -8,8 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from .registry import PASSWORD_ENV, USERNAME_ENV, Credentials
-from .run import DEFAULT_SHUTDOWN_TIMEOUT, PULL_POLICIES, RunOptions
+from .options import (
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    PASSWORD_ENV,
+    PULL_POLICIES,
+    USERNAME_ENV,
+    Credentials,
+    RunOptions,
+)
 from .units import parse_duration
 
 

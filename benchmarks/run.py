@@ -1,0 +1,279 @@
+"""Benchmarks of the harness against the floor set by Docker and the model.
+
+    python benchmarks/run.py [--runs 5] [--only overhead,readiness,tar,import,many]
+        [--testcontainers-python PATH]
+
+Prints a table and writes reports/benchmark.json. Every figure is the median of --runs
+runs, alternating the contenders so that drift on the machine hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sample_models import build  # noqa: E402
+
+DATA = build.HERE / "langid" / "data"
+PY = sys.executable
+READY = re.compile(r"can answer 200 from (\S+)")
+BIG_TAG = "psc-bench/big:latest"
+BIG_TAR = ROOT / "build" / "bench" / "big.tar"
+HARNESS = [PY, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
+
+
+def timed(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess[str]]:
+    began = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=900)
+    return time.perf_counter() - began, done
+
+
+def alternate(runs: int, contenders: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
+    results: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(runs):
+        for name, measure in contenders.items():
+            results[name].append(measure())
+    return results
+
+
+def med(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def overhead(runs: int, work: Path) -> dict[str, Any]:
+    def harness() -> float:
+        took, done = timed([*HARNESS, "--model-image", build.CONFORMANT.tag, f"--model-data={DATA}", "--conformance-report=out"], work)
+        assert done.returncode == 0, done.stdout[-2000:]
+        return took
+
+    def floor() -> float:
+        took, done = timed([PY, str(ROOT / "benchmarks" / "floor.py"), build.CONFORMANT.tag, str(DATA)], work)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return took
+
+    seen = alternate(runs, {"floor": floor, "harness": harness})
+    ratio = med(seen["harness"]) / med(seen["floor"])
+    return {"floorSeconds": med(seen["floor"]), "harnessSeconds": med(seen["harness"]), "ratio": ratio, "target": 1.25, "runs": seen}
+
+
+def readiness(runs: int, work: Path, testcontainers_python: str | None) -> dict[str, Any]:
+    image = "psc-samples/langid-slow-start:latest"
+    (work / "test_ready_log.py").write_text(
+        "from pathlib import Path\n\n"
+        "def test_keep_ready_log(model_server):\n"
+        "    Path('ready.log').write_text(model_server.log_tail())\n"
+    )
+
+    def harness() -> float:
+        _, done = timed([*HARNESS, "--model-image", image, "--conformance-report=out", "-k", "status.ready or keep_ready_log"], work)
+        assert done.returncode == 0, done.stdout[-2000:]
+        report = json.loads((work / "out" / "conformance.json").read_text())
+        ready_step = next(s for s in report["loadSteps"] if s["stepName"] == "Ready")
+        declared = datetime.fromisoformat(ready_step["startedAt"]).timestamp()
+        match = READY.search((work / "ready.log").read_text())
+        assert match
+        return declared - datetime.fromisoformat(match[1]).timestamp()
+
+    contenders = {"harness": harness}
+    if testcontainers_python:
+        def testcontainers() -> float:
+            _, done = timed(
+                [testcontainers_python, str(ROOT / "benchmarks" / "readiness_testcontainers.py"), image],
+                work,
+                env={"TESTCONTAINERS_RYUK_DISABLED": "true"},
+            )
+            assert done.returncode == 0, done.stderr[-2000:]
+            return float(done.stdout.strip().splitlines()[-1])
+
+        contenders["testcontainers"] = testcontainers
+    seen = alternate(runs, contenders)
+    figures: dict[str, Any] = {f"{name}Seconds": med(values) for name, values in seen.items()}
+    return {**figures, "target": 0.1, "runs": seen}
+
+
+def big_image(client: docker.DockerClient) -> None:
+    """Base image plus 1 GiB of random bytes, saved once to build/bench/big.tar."""
+    if BIG_TAR.exists():
+        return
+    BIG_TAR.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as context:
+        Path(context, "Dockerfile").write_text(
+            "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN head -c 1073741824 /dev/urandom > /blob\n"
+        )
+        client.images.build(path=context, tag=BIG_TAG, buildargs={"BASE_IMAGE": build.base_tag()}, pull=False, rm=True)
+    partial = BIG_TAR.with_suffix(".partial")
+    with partial.open("wb") as out:
+        for chunk in client.images.get(BIG_TAG).save(named=True):
+            out.write(chunk)
+    partial.replace(BIG_TAR)
+
+
+LOADER = """
+import resource, sys, time
+from pathlib import Path
+import docker
+from harness import images
+client = docker.from_env(version="auto")
+manifest = images.read_tar_manifest(Path(sys.argv[1]))
+began = time.perf_counter()
+images.load_tar(client, manifest)
+took = time.perf_counter() - began
+print(took, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def tar_load(runs: int, work: Path) -> dict[str, Any]:
+    client = docker.from_env(version="auto")
+    big_image(client)
+    (image_id,) = __import__("harness.images", fromlist=["x"]).read_tar_manifest(BIG_TAR).image_ids
+    peaks: list[float] = []
+
+    def absent() -> None:
+        try:
+            client.images.remove(image_id, force=True)
+        except docker.errors.ImageNotFound:
+            pass
+
+    def cli() -> float:
+        absent()
+        took, done = timed(["docker", "load", "-i", str(BIG_TAR)], work)
+        assert done.returncode == 0, done.stderr
+        return took
+
+    def harness() -> float:
+        absent()
+        _, done = timed([PY, "-c", LOADER, str(BIG_TAR)], work)
+        assert done.returncode == 0, done.stderr[-2000:]
+        took, peak_kib = done.stdout.split()
+        peaks.append(int(peak_kib) / 1024)
+        return float(took)
+
+    seen = alternate(runs, {"cli": cli, "harness": harness})
+    absent()
+    return {
+        "tarBytes": BIG_TAR.stat().st_size,
+        "cliSeconds": med(seen["cli"]),
+        "harnessSeconds": med(seen["harness"]),
+        "ratio": med(seen["harness"]) / med(seen["cli"]),
+        "targetRatio": 1.1,
+        "harnessPeakRssMiB": max(peaks),
+        "targetPeakRssMiB": 100,
+        "runs": seen,
+    }
+
+
+def import_cost(runs: int, work: Path) -> dict[str, Any]:
+    empty = work / "empty"
+    empty.mkdir(exist_ok=True)
+
+    def collect(*extra: str) -> Callable[[], float]:
+        def measure() -> float:
+            took, done = timed([PY, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *extra], empty)
+            assert done.returncode == 5, done.stdout  # no tests: exactly what is measured
+            return took
+
+        return measure
+
+    seen = alternate(runs * 2, {"without": collect("-p", "no:model_conformance"), "with": collect()})
+    extra = med(seen["with"]) - med(seen["without"])
+    return {"withSeconds": med(seen["with"]), "withoutSeconds": med(seen["without"]), "extraSeconds": extra, "target": 0.15, "runs": seen}
+
+
+def many(runs: int, work: Path) -> dict[str, Any]:
+    names = [build.CONFORMANT.tag, *(f"psc-samples/{n}:latest" for n in ("broken-status-html", "broken-run-no-output", "broken-status-no-statuscode"))]
+
+    def battery(count: int) -> Callable[[], float]:
+        def measure() -> float:
+            images = [arg for name in names[:count] for arg in ("--model-image", name)]
+            took, done = timed([*HARNESS, "-n", str(count), "--dist", "loadgroup", *images, f"--model-data={DATA}", "--conformance-report=out"], work)
+            assert done.returncode in (0, 1), done.stdout[-2000:]
+            return took / count
+
+        return measure
+
+    seen = alternate(runs, {f"{n} image{'s' if n > 1 else ''}": battery(n) for n in (1, 2, 4)})
+    return {"secondsPerImage": {name: med(values) for name, values in seen.items()}, "runs": seen}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--only", default="overhead,readiness,tar,import,many")
+    parser.add_argument("--testcontainers-python", default=os.environ.get("PSC_BENCH_TESTCONTAINERS_PYTHON"))
+    args = parser.parse_args()
+    chosen = args.only.split(",")
+    client = docker.from_env(version="auto")
+    build.build_all(client)
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "engine": client.version()["Version"]},
+        "runs": args.runs,
+    }
+    with tempfile.TemporaryDirectory(prefix="psc-bench-") as tmp:
+        work = Path(tmp)
+        steps: dict[str, Callable[[], dict[str, Any]]] = {
+            "overhead": lambda: overhead(args.runs, work),
+            "readiness": lambda: readiness(args.runs, work, args.testcontainers_python),
+            "tar": lambda: tar_load(args.runs, work),
+            "import": lambda: import_cost(args.runs, work),
+            "many": lambda: many(args.runs, work),
+        }
+        for name in chosen:
+            print(f"benchmark: {name} ...", flush=True)
+            results[name] = steps[name]()
+    out = ROOT / "reports" / "benchmark.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results)
+    print(f"written to {out.relative_to(ROOT)}")
+    return 0
+
+
+def print_table(results: dict[str, Any]) -> None:
+    rows: list[tuple[str, str, str]] = []
+    if "overhead" in results:
+        r = results["overhead"]
+        rows.append(("harness / floor time", f"{r['harnessSeconds']:.2f} s / {r['floorSeconds']:.2f} s = {r['ratio']:.2f}", "<= 1.25"))
+    if "readiness" in results:
+        r = results["readiness"]
+        rows.append(("readiness detection latency (harness)", f"{r['harnessSeconds'] * 1000:.0f} ms", "<= 100 ms"))
+        if "testcontainersSeconds" in r:
+            rows.append(("readiness detection latency (testcontainers)", f"{r['testcontainersSeconds'] * 1000:.0f} ms", "(comparison)"))
+    if "tar" in results:
+        r = results["tar"]
+        gib = r["tarBytes"] / 2**30
+        rows.append((f"TAR load, {gib:.2f} GiB: harness / docker load", f"{r['harnessSeconds']:.1f} s / {r['cliSeconds']:.1f} s = {r['ratio']:.2f}", "<= 1.1"))
+        rows.append(("TAR load: harness peak RSS", f"{r['harnessPeakRssMiB']:.0f} MiB", "<= 100 MiB"))
+    if "import" in results:
+        r = results["import"]
+        rows.append(("plugin import cost (collect-only)", f"{r['extraSeconds'] * 1000:.0f} ms", "<= 150 ms"))
+    if "many" in results:
+        for name, seconds in results["many"]["secondsPerImage"].items():
+            rows.append((f"wall time per image, {name} (-n N)", f"{seconds:.2f} s", ""))
+    width = max(len(row[0]) for row in rows)
+    print(f"{'figure':<{width}}  {'measured':<32}  target")
+    for figure, measured, target in rows:
+        print(f"{figure:<{width}}  {measured:<32}  {target}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
