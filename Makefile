@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test samples lint clean
+.PHONY: demo test samples lint clean benchmark
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,10 +29,20 @@ test: samples
 	./tests/install-system-deps.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# testcontainers-python, for the readiness comparison, lives in the benchmark's own venv.
+BENCH_VENV ?= .venv-bench
+$(BENCH_VENV)/.installed: benchmarks/requirements.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r benchmarks/requirements.txt
+	touch $@
+
+benchmark: samples $(BENCH_VENV)/.installed
+	$(PY) benchmarks/run.py --testcontainers-python $(BENCH_VENV)/bin/python $(BENCH_ARGS)
+
 lint: $(VENV)/.installed
-	$(PY) -m ruff check harness sample_models tests
-	$(PY) -m ruff format --check harness sample_models tests
+	$(PY) -m ruff check harness sample_models tests benchmarks
+	$(PY) -m ruff format --check harness sample_models tests benchmarks
 	$(PY) -m mypy harness
 
 clean:
-	rm -rf $(VENV) build reports
+	rm -rf $(VENV) $(BENCH_VENV) build reports

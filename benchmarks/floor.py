@@ -31,7 +31,10 @@ def main(image: str, data: Path) -> None:
         ports={f"{port}/tcp": ("127.0.0.1", None)},
         mem_limit=256 * 2**20,
         nano_cpus=10**9,
-        volumes={str(work / "in"): {"bind": "/in", "mode": "ro"}, str(work / "out"): {"bind": "/out", "mode": "rw"}},
+        volumes={
+            str(work / "in"): {"bind": "/in", "mode": "ro"},
+            str(work / "out"): {"bind": "/out", "mode": "rw"},
+        },
     )
     try:
         container.reload()
@@ -52,7 +55,9 @@ def main(image: str, data: Path) -> None:
             if case is not None:
                 source = next(p for p in case.iterdir() if p.name.startswith("input"))
                 shutil.copyfile(source, work / "in" / str(n) / "input.txt")
-            http.post(url + "/run", json={"type": "file", "input": f"/in/{n}", "output": f"/out/{n}"}, timeout=20)
+            http.post(
+                url + "/run", json={"type": "file", "input": f"/in/{n}", "output": f"/out/{n}"}, timeout=20
+            )
         http.post(url + "/run", data=b"not json", headers={"Content-Type": "text/plain"}, timeout=20)
         http.get(url + "/status", timeout=20)
         http.post(url + "/shutdown", timeout=20)

@@ -10,12 +10,11 @@ runs, alternating the contenders so that drift on the machine hits both alike.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import re
-import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import docker.errors
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from harness.images import read_tar_manifest  # noqa: E402
 from sample_models import build  # noqa: E402
 
 DATA = build.HERE / "langid" / "data"
@@ -42,9 +42,13 @@ BIG_TAR = ROOT / "build" / "bench" / "big.tar"
 HARNESS = [PY, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
 
 
-def timed(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess[str]]:
+def timed(
+    command: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> tuple[float, subprocess.CompletedProcess[str]]:
     began = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=900)
+    done = subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=900
+    )
     return time.perf_counter() - began, done
 
 
@@ -62,7 +66,16 @@ def med(values: list[float]) -> float:
 
 def overhead(runs: int, work: Path) -> dict[str, Any]:
     def harness() -> float:
-        took, done = timed([*HARNESS, "--model-image", build.CONFORMANT.tag, f"--model-data={DATA}", "--conformance-report=out"], work)
+        took, done = timed(
+            [
+                *HARNESS,
+                "--model-image",
+                build.CONFORMANT.tag,
+                f"--model-data={DATA}",
+                "--conformance-report=out",
+            ],
+            work,
+        )
         assert done.returncode == 0, done.stdout[-2000:]
         return took
 
@@ -73,7 +86,13 @@ def overhead(runs: int, work: Path) -> dict[str, Any]:
 
     seen = alternate(runs, {"floor": floor, "harness": harness})
     ratio = med(seen["harness"]) / med(seen["floor"])
-    return {"floorSeconds": med(seen["floor"]), "harnessSeconds": med(seen["harness"]), "ratio": ratio, "target": 1.25, "runs": seen}
+    return {
+        "floorSeconds": med(seen["floor"]),
+        "harnessSeconds": med(seen["harness"]),
+        "ratio": ratio,
+        "target": 1.25,
+        "runs": seen,
+    }
 
 
 def readiness(runs: int, work: Path, testcontainers_python: str | None) -> dict[str, Any]:
@@ -81,11 +100,21 @@ def readiness(runs: int, work: Path, testcontainers_python: str | None) -> dict[
     (work / "test_ready_log.py").write_text(
         "from pathlib import Path\n\n"
         "def test_keep_ready_log(model_server):\n"
-        "    Path('ready.log').write_text(model_server.log_tail())\n"
+        "    Path('ready.log').write_bytes(model_server.container.container.logs())\n"
     )
 
     def harness() -> float:
-        _, done = timed([*HARNESS, "--model-image", image, "--conformance-report=out", "-k", "status.ready or keep_ready_log"], work)
+        _, done = timed(
+            [
+                *HARNESS,
+                "--model-image",
+                image,
+                "--conformance-report=out",
+                "-k",
+                "status.ready or keep_ready_log",
+            ],
+            work,
+        )
         assert done.returncode == 0, done.stdout[-2000:]
         report = json.loads((work / "out" / "conformance.json").read_text())
         ready_step = next(s for s in report["loadSteps"] if s["stepName"] == "Ready")
@@ -96,6 +125,7 @@ def readiness(runs: int, work: Path, testcontainers_python: str | None) -> dict[
 
     contenders = {"harness": harness}
     if testcontainers_python:
+
         def testcontainers() -> float:
             _, done = timed(
                 [testcontainers_python, str(ROOT / "benchmarks" / "readiness_testcontainers.py"), image],
@@ -120,7 +150,9 @@ def big_image(client: docker.DockerClient) -> None:
         Path(context, "Dockerfile").write_text(
             "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nRUN head -c 1073741824 /dev/urandom > /blob\n"
         )
-        client.images.build(path=context, tag=BIG_TAG, buildargs={"BASE_IMAGE": build.base_tag()}, pull=False, rm=True)
+        client.images.build(
+            path=context, tag=BIG_TAG, buildargs={"BASE_IMAGE": build.base_tag()}, pull=False, rm=True
+        )
     partial = BIG_TAR.with_suffix(".partial")
     with partial.open("wb") as out:
         for chunk in client.images.get(BIG_TAG).save(named=True):
@@ -145,14 +177,12 @@ print(took, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 def tar_load(runs: int, work: Path) -> dict[str, Any]:
     client = docker.from_env(version="auto")
     big_image(client)
-    (image_id,) = __import__("harness.images", fromlist=["x"]).read_tar_manifest(BIG_TAR).image_ids
+    (image_id,) = read_tar_manifest(BIG_TAR).image_ids
     peaks: list[float] = []
 
     def absent() -> None:
-        try:
+        with contextlib.suppress(docker.errors.ImageNotFound):
             client.images.remove(image_id, force=True)
-        except docker.errors.ImageNotFound:
-            pass
 
     def cli() -> float:
         absent()
@@ -188,7 +218,9 @@ def import_cost(runs: int, work: Path) -> dict[str, Any]:
 
     def collect(*extra: str) -> Callable[[], float]:
         def measure() -> float:
-            took, done = timed([PY, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *extra], empty)
+            took, done = timed(
+                [PY, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *extra], empty
+            )
             assert done.returncode == 5, done.stdout  # no tests: exactly what is measured
             return took
 
@@ -196,16 +228,40 @@ def import_cost(runs: int, work: Path) -> dict[str, Any]:
 
     seen = alternate(runs * 2, {"without": collect("-p", "no:model_conformance"), "with": collect()})
     extra = med(seen["with"]) - med(seen["without"])
-    return {"withSeconds": med(seen["with"]), "withoutSeconds": med(seen["without"]), "extraSeconds": extra, "target": 0.15, "runs": seen}
+    return {
+        "withSeconds": med(seen["with"]),
+        "withoutSeconds": med(seen["without"]),
+        "extraSeconds": extra,
+        "target": 0.15,
+        "runs": seen,
+    }
 
 
 def many(runs: int, work: Path) -> dict[str, Any]:
-    names = [build.CONFORMANT.tag, *(f"psc-samples/{n}:latest" for n in ("broken-status-html", "broken-run-no-output", "broken-status-no-statuscode"))]
+    names = [
+        build.CONFORMANT.tag,
+        *(
+            f"psc-samples/{n}:latest"
+            for n in ("broken-status-html", "broken-run-no-output", "broken-status-no-statuscode")
+        ),
+    ]
 
     def battery(count: int) -> Callable[[], float]:
         def measure() -> float:
             images = [arg for name in names[:count] for arg in ("--model-image", name)]
-            took, done = timed([*HARNESS, "-n", str(count), "--dist", "loadgroup", *images, f"--model-data={DATA}", "--conformance-report=out"], work)
+            took, done = timed(
+                [
+                    *HARNESS,
+                    "-n",
+                    str(count),
+                    "--dist",
+                    "loadgroup",
+                    *images,
+                    f"--model-data={DATA}",
+                    "--conformance-report=out",
+                ],
+                work,
+            )
             assert done.returncode in (0, 1), done.stdout[-2000:]
             return took / count
 
@@ -216,16 +272,24 @@ def many(runs: int, work: Path) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--only", default="overhead,readiness,tar,import,many")
     parser.add_argument("--testcontainers-python", default=os.environ.get("PSC_BENCH_TESTCONTAINERS_PYTHON"))
     args = parser.parse_args()
+    if args.testcontainers_python:  # the benchmarks run in other directories
+        args.testcontainers_python = os.path.abspath(args.testcontainers_python)
     chosen = args.only.split(",")
     client = docker.from_env(version="auto")
     build.build_all(client)
     results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "engine": client.version()["Version"]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "engine": client.version()["Version"],
+        },
         "runs": args.runs,
     }
     with tempfile.TemporaryDirectory(prefix="psc-bench-") as tmp:
@@ -252,16 +316,36 @@ def print_table(results: dict[str, Any]) -> None:
     rows: list[tuple[str, str, str]] = []
     if "overhead" in results:
         r = results["overhead"]
-        rows.append(("harness / floor time", f"{r['harnessSeconds']:.2f} s / {r['floorSeconds']:.2f} s = {r['ratio']:.2f}", "<= 1.25"))
+        rows.append(
+            (
+                "harness / floor time",
+                f"{r['harnessSeconds']:.2f} s / {r['floorSeconds']:.2f} s = {r['ratio']:.2f}",
+                "<= 1.25",
+            )
+        )
     if "readiness" in results:
         r = results["readiness"]
-        rows.append(("readiness detection latency (harness)", f"{r['harnessSeconds'] * 1000:.0f} ms", "<= 100 ms"))
+        rows.append(
+            ("readiness detection latency (harness)", f"{r['harnessSeconds'] * 1000:.0f} ms", "<= 100 ms")
+        )
         if "testcontainersSeconds" in r:
-            rows.append(("readiness detection latency (testcontainers)", f"{r['testcontainersSeconds'] * 1000:.0f} ms", "(comparison)"))
+            rows.append(
+                (
+                    "readiness detection latency (testcontainers)",
+                    f"{r['testcontainersSeconds'] * 1000:.0f} ms",
+                    "(comparison)",
+                )
+            )
     if "tar" in results:
         r = results["tar"]
         gib = r["tarBytes"] / 2**30
-        rows.append((f"TAR load, {gib:.2f} GiB: harness / docker load", f"{r['harnessSeconds']:.1f} s / {r['cliSeconds']:.1f} s = {r['ratio']:.2f}", "<= 1.1"))
+        rows.append(
+            (
+                f"TAR load, {gib:.2f} GiB: harness / docker load",
+                f"{r['harnessSeconds']:.1f} s / {r['cliSeconds']:.1f} s = {r['ratio']:.2f}",
+                "<= 1.1",
+            )
+        )
         rows.append(("TAR load: harness peak RSS", f"{r['harnessPeakRssMiB']:.0f} MiB", "<= 100 MiB"))
     if "import" in results:
         r = results["import"]

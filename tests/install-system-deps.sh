@@ -4,7 +4,7 @@
 # Installs what is missing when it can (root and apt); otherwise says what the tests will skip.
 set -euo pipefail
 
-packages=(chromium docker-registry)
+packages=(chromium fonts-dejavu-core docker-registry)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import os
 import subprocess
@@ -206,8 +207,6 @@ def test_registry_errors_are_one_line(
 
 
 def _matches(line: str, pattern: str) -> bool:
-    import fnmatch
-
     return fnmatch.fnmatchcase(line, pattern)
 
 

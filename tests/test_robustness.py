@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import signal
 import subprocess
@@ -143,7 +144,7 @@ def test_archive_with_several_images_lists_them(docker_client: docker.DockerClie
 def test_missing_paths(tmp_path: Path, args: list[str], line: str) -> None:
     result = run_harness(tmp_path, "--model-image", build.CONFORMANT.tag, *args)
     assert result.returncode == EXIT_NOT_EVALUATED
-    assert any(__import__("fnmatch").fnmatch(out, line) for out in result.stdout.splitlines()), result.stdout
+    assert any(fnmatch.fnmatch(out, line) for out in result.stdout.splitlines()), result.stdout
 
 
 @pytest.mark.parametrize(
