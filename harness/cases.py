@@ -67,4 +67,9 @@ def expected_message(case: Case) -> str:
     path = case.path / MESSAGE_FILE
     if not path.is_file():
         raise SetupError(f"case {case.kind}/{case.name} has no {MESSAGE_FILE}")
-    return path.read_text(encoding="utf-8").strip()
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SetupError(
+            f"case {case.kind}/{case.name}: cannot read {MESSAGE_FILE} as UTF-8 ({exc})"
+        ) from None

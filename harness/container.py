@@ -12,6 +12,7 @@ from typing import Any
 import docker
 import docker.errors
 import requests
+import urllib3.exceptions
 from docker.models.containers import Container
 
 from .errors import SetupError
@@ -19,6 +20,7 @@ from .http import Exchange, ModelClient
 
 LOG_TAIL_LINES = 40
 LOG_TAIL_BYTES = 16 * 1024
+LOG_READ_LIMIT = 8 * 2**20  # the most of a log tail read before giving up on its end
 POLL_START = 0.01  # seconds between /status polls, doubling up to POLL_CAP
 POLL_CAP = 0.05
 
@@ -195,20 +197,21 @@ class ModelContainer:
             return ""
         api = self._client.api
         params = {"stdout": 1, "stderr": 1, "tail": lines, "follow": 0}
-        kept = bytearray()
+        frames = _LogFrames()
         try:
             with api._get(
                 api._url("/containers/{0}/logs", self.container.id), params=params, stream=True
             ) as response:
                 response.raise_for_status()
-                while len(kept) < 2 * LOG_TAIL_BYTES:
+                # The end of the log matters most: keep a rolling window, read a bounded amount.
+                while frames.read < LOG_READ_LIMIT:
                     chunk = response.raw.read1(64 * 1024)
                     if not chunk:
                         break
-                    kept += chunk
-        except (docker.errors.APIError, requests.RequestException):
+                    frames.feed(chunk)
+        except (docker.errors.APIError, requests.RequestException, urllib3.exceptions.HTTPError):
             return ""
-        text = _demultiplex(bytes(kept)).decode("utf-8", errors="replace").rstrip()
+        text = frames.text.decode("utf-8", errors="replace").rstrip()
         return text if len(text) <= LOG_TAIL_BYTES else "[...]" + text[-LOG_TAIL_BYTES:]
 
     def remove(self) -> None:
@@ -220,15 +223,34 @@ class ModelContainer:
                 container.remove(force=True, v=True)  # v: the image's anonymous volumes too
 
 
-def _demultiplex(raw: bytes) -> bytes:
-    """The payload of Docker's log frames (8-byte header: stream, 0, 0, 0, big-endian size)."""
-    out = bytearray()
-    at = 0
-    while at + 8 <= len(raw) and raw[at] in (0, 1, 2) and raw[at + 1 : at + 4] == b"\0\0\0":
-        size = int.from_bytes(raw[at + 4 : at + 8], "big")
-        out += raw[at + 8 : at + 8 + size]
-        at += 8 + size
-    return bytes(out) if at else raw  # a TTY container's log has no frames
+class _LogFrames:
+    """Docker's multiplexed log stream (8-byte headers: stream, 0, 0, 0, big-endian size),
+    decoded as it arrives into a rolling window of the last 2 x LOG_TAIL_BYTES."""
+
+    def __init__(self) -> None:
+        self.read = 0
+        self.text = b""
+        self._pending = b""
+        self._framed: bool | None = None  # a TTY container's log has no frames
+
+    def feed(self, chunk: bytes) -> None:
+        self.read += len(chunk)
+        self._pending += chunk
+        if self._framed is None and len(self._pending) >= 8:
+            self._framed = self._pending[0] in (0, 1, 2) and self._pending[1:4] == b"\0\0\0"
+        if self._framed is False:
+            self._keep(self._pending)
+            self._pending = b""
+            return
+        while len(self._pending) >= 8:
+            size = int.from_bytes(self._pending[4:8], "big")
+            if len(self._pending) < 8 + size:
+                break
+            self._keep(self._pending[8 : 8 + size])
+            self._pending = self._pending[8 + size :]
+
+    def _keep(self, payload: bytes) -> None:
+        self.text = (self.text + payload)[-2 * LOG_TAIL_BYTES :]
 
 
 def _resources(limits: Limits) -> dict[str, int]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+import urllib3.exceptions
 from requests.structures import CaseInsensitiveDict
 
 BODY_CAP = 1024 * 1024  # bytes of a response body kept; the rest is counted, not buffered
@@ -85,7 +86,8 @@ class ModelClient:
                 exchange.body_truncated = bool(truncated)
                 if truncated is None:
                     exchange.error = f"timed out (the answer was still arriving after {timeout:.1f} s)"
-        except requests.RequestException as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+            # Reading the body raises urllib3's own errors (a stall, a connection cut mid-body).
             exchange.error = _describe(exc)
         exchange.seconds = time.monotonic() - started
         self.history.append(exchange)
@@ -115,9 +117,11 @@ class ModelClient:
         )
 
 
-def _describe(exc: requests.RequestException) -> str:
-    if isinstance(exc, requests.Timeout):
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError)):
         return "timed out"
+    if isinstance(exc, urllib3.exceptions.ProtocolError):
+        return "connection dropped (mid-answer)"
     if isinstance(exc, requests.ConnectionError):
         text = str(exc)
         for marker in ("RemoteDisconnected", "Connection reset", "Connection aborted", "Connection refused"):

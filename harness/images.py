@@ -13,6 +13,7 @@ from typing import Any
 import docker
 import docker.errors
 import requests
+import urllib3.exceptions
 from docker.models.containers import Container
 
 from .errors import SetupError
@@ -145,8 +146,8 @@ def load_tar(
                     raise SetupError(f"the engine could not load {manifest.path}: {line['error']}")
     except docker.errors.APIError as exc:
         raise SetupError(f"the engine could not load {manifest.path}: {exc.explanation or exc}") from None
-    except requests.RequestException as exc:
-        raise SetupError(f"loading {manifest.path} failed: {exc}") from None
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+        raise SetupError(f"loading {manifest.path} failed: {type(exc).__name__}: {exc}") from None
     if not image_present(client, image_id):
         raise SetupError(f"the engine did not load {image_id} from {manifest.path}")
     return _prepared(client, str(manifest.path), "tar", image_id, loaded=not already_there)

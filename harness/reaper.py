@@ -32,9 +32,18 @@ def _start_ticks(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
+def _place() -> str:
+    """This host and PID namespace: pids are comparable only within one."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{socket.gethostname()}:{namespace}"
+
+
 def owner_token(pid: int | None = None) -> str:
     pid = os.getpid() if pid is None else pid
-    return f"{socket.gethostname()}/{pid}/{_start_ticks(pid) or 0}"
+    return f"{_place()}/{pid}/{_start_ticks(pid) or 0}"
 
 
 def owner_gone(token: str) -> bool:
@@ -44,7 +53,7 @@ def owner_gone(token: str) -> bool:
         number = int(pid)
     except ValueError:
         return False
-    if host != socket.gethostname() or not Path("/proc/self/stat").exists():
+    if host != _place() or not Path("/proc/self/stat").exists():
         return False
     return _start_ticks(number) != ticks
 
@@ -65,7 +74,7 @@ def reap(client: docker.DockerClient, temp_root: Path | None = None) -> list[str
     root = temp_root or Path(tempfile.gettempdir())
     for directory in root.glob(f"{TEMP_PREFIX}*"):
         parts = directory.name.removeprefix(TEMP_PREFIX).split("-", 2)
-        if len(parts) == 3 and owner_gone(f"{socket.gethostname()}/{parts[0]}/{parts[1]}"):
+        if len(parts) == 3 and owner_gone(f"{_place()}/{parts[0]}/{parts[1]}"):
             shutil.rmtree(directory, ignore_errors=True)
             removed.append(f"directory {directory}")
     return removed

@@ -11,6 +11,7 @@ from typing import Any, BinaryIO
 import docker
 import docker.errors
 import requests
+import urllib3.exceptions
 
 from .errors import SetupError
 from .options import PASSWORD_ENV, Credentials
@@ -183,7 +184,8 @@ def pull(
     except docker.errors.APIError as exc:
         message = str(exc.explanation or exc)
         raise SetupError(_redacted(explain(reference, message, credentials), credentials)) from None
-    except requests.RequestException as exc:
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+        # The engine's connection dropped or stalled; the message is ours, so no secret in it.
         raise SetupError(f"pulling {reference.text} failed: {type(exc).__name__}") from None
     seen.finished = True
     if progress is not None:

@@ -154,6 +154,9 @@ class ImageRun:
         except SetupError as exc:
             self.setup_error = exc
             raise
+        except Exception as exc:  # kept too: preparing again would load the image again
+            self.setup_error = SetupError(f"preparing the image failed: {type(exc).__name__}: {exc}")
+            raise self.setup_error from None
         self._prepared = True
 
     def _prepare(self) -> None:

@@ -139,7 +139,7 @@ class CheckItem(pytest.Item):
         error: SetupError | None = None
         try:
             self.run.prepare()
-            self.config.stash[STASH_KEY].arm_watchdog(self.run)
+            self.config.stash[STASH_KEY].watch(self.run)
             if self.check.needs_container:
                 self.run.start()
         except CheckSkipped as exc:
@@ -209,7 +209,10 @@ class HarnessPlugin:
         self.not_evaluated = False
         self._last_progress = 0.0
         self.previous_sigterm: Any = None
-        self.watchdogs: dict[str, threading.Timer] = {}
+        self.spent: dict[str, float] = {}  # seconds spent in each prepared image's checks
+        self.watching: tuple[ImageRun, float] | None = None  # the check running now, since when
+        self._watchdog: threading.Thread | None = None
+        self._stop_watchdog = threading.Event()
         self.run_checks: dict[str, int] = {}
         self.overrun: str | None = None
         # Filled from test reports, so that the controller sees what xdist workers observed.
@@ -224,7 +227,8 @@ class HarnessPlugin:
             return
         now = time.monotonic()
         done = "100.0%" in line
-        tty = bool(reporter.isatty())
+        isatty = getattr(reporter, "isatty", False)  # a method since pytest 8.4.1, a bool before
+        tty = bool(isatty() if callable(isatty) else isatty)
         if not done and now - self._last_progress < (0.5 if tty else 5.0):
             return
         self._last_progress = now
@@ -261,6 +265,14 @@ class HarnessPlugin:
                 (tail if item.check.id.startswith("shutdown.") else head).append(item)
                 if item.check.id.startswith("run."):
                     self.run_checks[label] = self.run_checks.get(label, 0) + 1
+        if xdist:
+            # The author's tests that use the model run on the same worker as its battery.
+            labels = list(self.runs)
+            for own in items:
+                if "model_server" in getattr(own, "fixturenames", ()):
+                    callspec = getattr(own, "callspec", None)
+                    label = callspec.params.get("model_server", labels[0]) if callspec else labels[0]
+                    own.add_marker(pytest.mark.xdist_group(label))
         # The author's own tests use the running model too: they go before the shutdown checks.
         items[:] = head + items + tail
 
@@ -335,23 +347,35 @@ class HarnessPlugin:
         if not self.config.pluginmanager.hasplugin("html"):
             terminalreporter.write_line("conformance report: HTML not written: pytest-html is not installed")
 
-    def arm_watchdog(self, run: ImageRun) -> None:
-        """Bound the battery of a prepared image: past its bound, the run is interrupted."""
-        if run.label in self.watchdogs:
-            return
-        bound = run.bound(self.run_checks.get(run.label, 0))
-        timer = threading.Timer(bound, self._overran, args=(run.label, bound))
-        timer.daemon = True
-        self.watchdogs[run.label] = timer
-        timer.start()
+    def watch(self, run: ImageRun) -> None:
+        """Count the time of this (prepared) image's check from now against its bound."""
+        self.watching = (run, time.monotonic())
+        if self._watchdog is None:
+            self._watchdog = threading.Thread(target=self._watch, name="psc-harness-watchdog", daemon=True)
+            self._watchdog.start()
 
-    def _overran(self, label: str, bound: float) -> None:
-        self.overrun = f"{label} ran past its bound of {bound:.0f} s and was stopped"
-        _thread.interrupt_main()  # pytest then cleans up as after Ctrl-C
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> None:
+        if self.watching is not None:
+            run, since = self.watching
+            self.spent[run.label] = self.spent.get(run.label, 0.0) + time.monotonic() - since
+            self.watching = None
+
+    def _watch(self) -> None:
+        # Only the image's own checks count: another image's pull or battery does not.
+        while not self._stop_watchdog.wait(0.5):
+            current = self.watching
+            if current is None:
+                continue
+            run, since = current
+            bound = run.bound(self.run_checks.get(run.label, 0))
+            if self.spent.get(run.label, 0.0) + time.monotonic() - since > bound:
+                self.overrun = f"{run.label} ran past its bound of {bound:.0f} s and was stopped"
+                _thread.interrupt_main()  # pytest then cleans up as after Ctrl-C
+                return
 
     def close(self) -> None:
-        for timer in self.watchdogs.values():
-            timer.cancel()
+        self._stop_watchdog.set()
         # Cleaning up is not to be interrupted half way by a second Ctrl-C or SIGTERM.
         blocked = {signal.SIGINT, signal.SIGTERM}
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)

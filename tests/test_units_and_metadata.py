@@ -145,3 +145,34 @@ def test_readme_lists_every_check() -> None:
     for check_id, spec, _summary in checks.describe_all():
         assert f"`{check_id}`" in readme or f"`{check_id}[<case>]`" in readme, check_id
         assert spec in readme
+
+
+def test_log_tail_keeps_the_end_of_a_framed_stream() -> None:
+    from harness.container import LOG_TAIL_BYTES, _LogFrames
+
+    def frame(payload: bytes) -> bytes:
+        return bytes([1, 0, 0, 0]) + len(payload).to_bytes(4, "big") + payload
+
+    stream = b"".join([frame(b"x" * 2000 + b"\n")] * 39 + [frame(b"FATAL: out of memory\n")])
+    frames = _LogFrames()
+    for at in range(0, len(stream), 777):  # frames cut across reads
+        frames.feed(stream[at : at + 777])
+    assert frames.text.endswith(b"FATAL: out of memory\n")
+    assert len(frames.text) <= 2 * LOG_TAIL_BYTES
+    assert b"\x01\x00\x00\x00" not in frames.text
+
+
+def test_reaper_judges_only_owners_of_this_host_and_namespace() -> None:
+    import os
+    import subprocess
+
+    from harness import reaper
+
+    assert not reaper.owner_gone(reaper.owner_token())  # this process
+    child = subprocess.Popen(["true"])
+    token = reaper.owner_token(child.pid)
+    child.wait()
+    assert reaper.owner_gone(token)  # ran here, and is gone
+    assert not reaper.owner_gone(token.replace(reaper._place(), "elsewhere:1"))  # cannot tell: keep
+    assert reaper.owner_gone(f"{reaper._place()}/{os.getpid()}/0")  # a reused pid: not the owner
+    assert not reaper.owner_gone("garbage")
