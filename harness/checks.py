@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import jsonschema
 
@@ -214,10 +215,17 @@ def run_not_json_415(run: ImageRun) -> None:
     require_json_envelope(run, exchange)
 
 
+def example_inputs(run: ImageRun) -> dict[str, Path] | None:
+    """The input files of the first example case: a job the model should accept, if one is known."""
+    example = next((c for c in run.cases if c.kind == casedata.EXAMPLES), None)
+    if example is None or run.metadata is None:
+        return None
+    return casedata.resolve_inputs(example, run.metadata.inputs)
+
+
 def run_wrong_type_400(run: ImageRun) -> None:
     # With a valid input where one is known, the wrong type is the job's only fault.
-    example = next((c for c in run.cases if c.kind == casedata.EXAMPLES), None)
-    inputs = casedata.resolve_inputs(example, run.metadata.inputs) if example and run.metadata else {}
+    inputs = example_inputs(run) or {}
     result = run.run_job(inputs, name="wrong-type", payload={"type": "url"})
     require_status(run, result.exchange, 400, 'section 2 (POST /run, 400: type is not "file")')
     require_json_envelope(run, result.exchange)
@@ -230,12 +238,12 @@ def run_missing_input_400(run: ImageRun) -> None:
 
 
 def run_output_written(run: ImageRun) -> None:
-    inputs = require_metadata(run)
+    require_metadata(run)
     assert run.metadata is not None
-    example = next((c for c in run.cases if c.kind == casedata.EXAMPLES), None)
-    if example is None:
+    inputs = example_inputs(run)
+    if inputs is None:
         raise CheckSkipped("needs one examples/<case> to give the model a valid input (--model-data)")
-    result = run.run_job(casedata.resolve_inputs(example, inputs), name="output-written")
+    result = run.run_job(inputs, name="output-written")
     spec = "section 2 (POST /run, 200: every declared output file was written)"
     require_status(run, result.exchange, 200, spec)
     missing = [name for name in run.metadata.outputs if not result.output(name).is_file()]
