@@ -1,13 +1,20 @@
-"""One model container: started safely, watched while it loads, stopped and removed."""
+"""One model container: created with its limits, started safely, watched, stopped and removed.
+
+Files reach the container and come back through the engine's archive endpoint, never
+through a bind mount: the engine resolves every path inside the container's own file
+system, so nothing the model writes can make the harness open a file of the host, and the
+engine need not share the harness's file system at all.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import random
+import tarfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import docker
 import docker.errors
@@ -16,13 +23,18 @@ import urllib3.exceptions
 from docker.models.containers import Container
 
 from .errors import SetupError
-from .http import Exchange, ModelClient
+from .http import Exchange as Exchange
+from .http import ModelClient, Outcome
 
 LOG_TAIL_LINES = 40
 LOG_TAIL_BYTES = 16 * 1024
 LOG_READ_LIMIT = 8 * 2**20  # the most of a log tail read before giving up on its end
 POLL_START = 0.01  # seconds between /status polls, doubling up to POLL_CAP
 POLL_CAP = 0.05
+DEFAULT_MEMORY = 2**30  # without a model.yaml: 1 GiB, 1 CPU (docs/contract.md#resources)
+DEFAULT_CPUS = 1.0
+PIDS_LIMIT = 1024  # always: a fork bomb stays inside the container
+PUBLISH_HOST = "127.0.0.1"
 
 
 def random_model_port() -> int:
@@ -32,8 +44,18 @@ def random_model_port() -> int:
 
 @dataclass(frozen=True)
 class Limits:
-    memory_bytes: int | None
-    cpu_count: float | None
+    memory_bytes: int = DEFAULT_MEMORY
+    cpu_count: float = DEFAULT_CPUS
+
+    def engine_options(self) -> dict[str, int]:
+        return {
+            # No swap beyond the declared memory, as on the platform.
+            "mem_limit": self.memory_bytes,
+            "memswap_limit": self.memory_bytes,
+            # The same as --cpus, in the form that can also be updated before the start.
+            "cpu_period": 100_000,
+            "cpu_quota": int(self.cpu_count * 100_000),
+        }
 
 
 @dataclass
@@ -42,7 +64,7 @@ class Readiness:
     polls: int = 0
     seconds: float = 0.0  # from the container's start to the verdict
     first_accept_seconds: float | None = None  # first connection the server took (answered or dropped)
-    first_answer_seconds: float | None = None  # first HTTP answer, of any status
+    first_answer_seconds: float | None = None  # first HTTP status line
     last: Exchange | None = None
     exit_code: int | None = None  # set when the container exited while loading
     oom_killed: bool = False
@@ -57,20 +79,18 @@ class ModelContainer:
         image_id: str,
         *,
         labels: dict[str, str],
-        limits: Limits,
-        mounts: dict[Path, tuple[str, str]],
+        limits: Limits | None = None,
         name_prefix: str = "psc-model",
     ) -> None:
         self._client = client
         self.image_id = image_id
         self.labels = labels
-        self.limits = limits
-        self.mounts = mounts
+        self.limits = limits or Limits()
         self.model_port = random_model_port()
         self.name = f"{name_prefix}-{self.model_port}-{random.randrange(16**6):06x}"
         self.container: Container | None = None
         self.http: ModelClient | None = None
-        self.started_at = 0.0
+        self.started_at: float | None = None  # time.monotonic() once the engine started it
 
     def __enter__(self) -> ModelContainer:
         try:
@@ -85,7 +105,7 @@ class ModelContainer:
 
     @property
     def started(self) -> bool:
-        return self.started_at > 0
+        return self.started_at is not None
 
     def create(self) -> Container:
         """Create the container (not started): its files can be read before it runs."""
@@ -95,14 +115,11 @@ class ModelContainer:
                     self.image_id,
                     name=self.name,
                     environment={"PSC_MODEL_PORT": str(self.model_port)},
-                    ports={f"{self.model_port}/tcp": ("127.0.0.1", None)},
+                    ports={f"{self.model_port}/tcp": (PUBLISH_HOST, None)},
                     labels=self.labels,
-                    volumes={
-                        str(host): {"bind": inside, "mode": mode}
-                        for host, (inside, mode) in self.mounts.items()
-                    },
                     privileged=False,
-                    **_resources(self.limits),
+                    pids_limit=PIDS_LIMIT,
+                    **self.limits.engine_options(),
                 )
             except docker.errors.APIError as exc:
                 raise SetupError(
@@ -113,9 +130,9 @@ class ModelContainer:
     def set_limits(self, limits: Limits) -> None:
         """Apply the declared resources to the created container, before it starts."""
         self.limits = limits
-        if self.container is not None and not self.started and _resources(limits):
+        if self.container is not None and not self.started:
             try:
-                self.container.update(**_resources(limits))
+                self.container.update(**limits.engine_options())
             except docker.errors.APIError as exc:
                 raise SetupError(
                     f"the engine refused the declared resources: {exc.explanation or exc}"
@@ -123,23 +140,28 @@ class ModelContainer:
 
     def start(self) -> None:
         container = self.create()
+        began = time.monotonic()
         try:
-            self.started_at = time.monotonic()
             container.start()
             container.reload()
         except docker.errors.APIError as exc:
             raise SetupError(f"the engine could not start the image: {exc.explanation or exc}") from None
+        self.started_at = began  # only once the engine did start it
         bindings = (container.ports or {}).get(f"{self.model_port}/tcp") or []
         if bindings:
-            self.http = ModelClient(f"http://127.0.0.1:{bindings[0]['HostPort']}")
+            self.http = ModelClient(PUBLISH_HOST, int(bindings[0]["HostPort"]))
 
     def state(self) -> dict[str, Any]:
         assert self.container is not None
-        self.container.reload()
+        try:
+            self.container.reload()
+        except docker.errors.NotFound:
+            raise SetupError(f"the container {self.name} was removed while the harness used it") from None
         return dict(self.container.attrs.get("State") or {})
 
     def wait_ready(self, timeout: float) -> Readiness:
         """Poll GET /status until 200, the timeout, or the container's exit, whichever is first."""
+        assert self.started_at is not None
         deadline = self.started_at + timeout
         seen = Readiness()
         interval = POLL_START
@@ -150,11 +172,11 @@ class ModelContainer:
                 seen.last = self.http.request("GET", "/status", timeout=max(deadline - now, 0.05))
                 seen.polls += 1
                 since_start = time.monotonic() - self.started_at
-                if seen.first_accept_seconds is None and seen.last.error != "connection refused":
+                if seen.first_accept_seconds is None and seen.last.outcome is not Outcome.REFUSED:
                     seen.first_accept_seconds = since_start
                 if seen.first_answer_seconds is None and seen.last.status is not None:
                     seen.first_answer_seconds = since_start
-                if seen.last.status == 200 and seen.last.error is None:  # the whole answer, in time
+                if seen.last.status == 200 and seen.last.answered:  # the whole answer, in time
                     seen.ready = True
                     break
             state = self.state()
@@ -187,16 +209,59 @@ class ModelContainer:
             with contextlib.suppress(docker.errors.APIError):  # already gone
                 self.container.kill()
 
-    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+    # -- files, through the engine's archive endpoint ------------------------------------
+
+    def put_archive(self, path: str, archive: IO[bytes]) -> None:
+        """Unpack a TAR stream at ``path`` inside the container."""
+        assert self.container is not None
+        try:
+            if not self.container.put_archive(path, archive):
+                raise SetupError(f"the engine did not copy the job's files to {path}")
+        except docker.errors.APIError as exc:
+            raise SetupError(f"the engine could not copy files into the container: {exc}") from None
+
+    @contextlib.contextmanager
+    def read_archive(self, path: str) -> Iterator[tarfile.TarFile | None]:
+        """A streamed TAR of ``path`` inside the container (None when it does not exist).
+
+        Read as it arrives, member by member; leaving the block closes the stream, so a
+        huge file the model wrote is never read further than the caller wants.
+        """
+        assert self.container is not None
+        api = self._client.api
+        try:
+            response = api._get(
+                api._url("/containers/{0}/archive", self.container.id), params={"path": path}, stream=True
+            )
+        except requests.RequestException as exc:
+            raise SetupError(f"the engine could not read {path} from the container: {exc}") from None
+        with response:
+            if response.status_code == 404:
+                yield None
+                return
+            try:
+                response.raise_for_status()
+            except requests.HTTPError as exc:
+                raise SetupError(f"the engine could not read {path} from the container: {exc}") from None
+            # "r|*": the engine may compress the archive; read as a stream, it stays bounded.
+            with tarfile.open(fileobj=response.raw, mode="r|*") as archive:
+                yield archive
+
+    # -- logs ------------------------------------------------------------------------------
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES, since: float | None = None) -> str:
         """The last lines of the container's output, at most LOG_TAIL_BYTES of them.
 
         Read from a raw response and cut at the cap: a container may write lines of any
-        length, and the harness must not hold them.
+        length, and the harness must not hold them. ``since`` (a Unix time) keeps to the
+        lines written from then on.
         """
         if self.container is None:
             return ""
         api = self._client.api
-        params = {"stdout": 1, "stderr": 1, "tail": lines, "follow": 0}
+        params: dict[str, Any] = {"stdout": 1, "stderr": 1, "tail": lines, "follow": 0}
+        if since is not None:
+            params["since"] = int(since)
         frames = _LogFrames()
         try:
             with api._get(
@@ -205,7 +270,7 @@ class ModelContainer:
                 response.raise_for_status()
                 # The end of the log matters most: keep a rolling window, read a bounded amount.
                 while frames.read < LOG_READ_LIMIT:
-                    chunk = response.raw.read1(64 * 1024)
+                    chunk = response.raw.read(64 * 1024)
                     if not chunk:
                         break
                     frames.feed(chunk)
@@ -215,8 +280,7 @@ class ModelContainer:
         return text if len(text) <= LOG_TAIL_BYTES else "[...]" + text[-LOG_TAIL_BYTES:]
 
     def remove(self) -> None:
-        if self.http is not None:
-            self.http.close()
+        self.http = None
         if self.container is not None:
             container, self.container = self.container, None
             with contextlib.suppress(docker.errors.NotFound):
@@ -251,14 +315,3 @@ class _LogFrames:
 
     def _keep(self, payload: bytes) -> None:
         self.text = (self.text + payload)[-2 * LOG_TAIL_BYTES :]
-
-
-def _resources(limits: Limits) -> dict[str, int]:
-    resources: dict[str, int] = {}
-    if limits.memory_bytes:
-        # No swap beyond the declared memory, as on the platform.
-        resources.update(mem_limit=limits.memory_bytes, memswap_limit=limits.memory_bytes)
-    if limits.cpu_count:
-        # The same as --cpus, in the form that can also be updated before the start.
-        resources.update(cpu_period=100_000, cpu_quota=int(limits.cpu_count * 100_000))
-    return resources

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -15,6 +16,8 @@ from .errors import SetupError
 from .units import parse_duration, parse_size
 
 MIN_MEMORY = 6 * 2**20  # the least memory limit Docker accepts
+MAX_NODES = 10_000  # YAML nodes, aliases counted each time they are used: a billion laughs stays small
+MESSAGE_CHARS = 200
 
 
 @cache
@@ -30,6 +33,7 @@ class ModelMetadata:
     version: str
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    output_max: dict[str, int | None]  # outputs.<name>.maxSize in bytes, when declared
     memory_bytes: int
     cpu_count: float
     status_timeout: float
@@ -37,10 +41,40 @@ class ModelMetadata:
     source: str  # where it was read from, for messages and the report
 
 
+def _short(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS] + "..."
+
+
+def _load_bounded(text: str, source: str) -> Any:
+    """yaml.safe_load, refusing documents of more than MAX_NODES nodes once aliases are expanded."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        stack, seen = [node], 0
+        while stack:
+            current = stack.pop()
+            seen += 1
+            if seen > MAX_NODES:
+                raise SetupError(
+                    f"{source} expands to more than {MAX_NODES} YAML nodes (aliases that refer "
+                    "to aliases?): refused"
+                )
+            if isinstance(current, yaml.MappingNode):
+                stack += [part for pair in current.value for part in pair]
+            elif isinstance(current, yaml.SequenceNode):
+                stack += current.value
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def parse_metadata(text: str, source: str) -> ModelMetadata:
     """Validate a model.yaml's text; any problem is a SetupError naming ``source``."""
     try:
-        data = yaml.safe_load(text)
+        data = _load_bounded(text, source)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}" if where else ""
@@ -49,13 +83,27 @@ def parse_metadata(text: str, source: str) -> ModelMetadata:
     error = jsonschema.exceptions.best_match(validator.iter_errors(data))
     if error is not None:
         path = ".".join(str(p) for p in error.absolute_path) or "(top level)"
-        raise SetupError(f"{source}: {path}: {error.message}")
-    try:
-        memory = parse_size(data["resources"]["memory"]["size"])
-        status_timeout = parse_duration(data["timeout"]["status"])
-        run_timeout = parse_duration(data["timeout"]["run"])
-    except ValueError as exc:
-        raise SetupError(f"{source}: {exc}") from None
+        raise SetupError(f"{source}: {path}: {_short(error.message)}")
+    for kind in ("inputs", "outputs"):
+        for name in data[kind]:
+            if "/" in name or name in (".", "..") or "\0" in name:
+                raise SetupError(f"{source}: {kind}.{_short(name)}: must be a file name, not a path")
+
+    def value(key: str, parse: Callable[[object], Any], raw: object) -> Any:
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            raise SetupError(f"{source}: {key}: {_short(exc)}") from None
+
+    memory = value("resources.memory.size", parse_size, data["resources"]["memory"]["size"])
+    status_timeout = value("timeout.status", parse_duration, data["timeout"]["status"])
+    run_timeout = value("timeout.run", parse_duration, data["timeout"]["run"])
+    output_max = {
+        name: value(f"outputs.{name}.maxSize", parse_size, spec["maxSize"])
+        if isinstance(spec, dict) and spec.get("maxSize") not in (None, "")
+        else None
+        for name, spec in data["outputs"].items()
+    }
     if memory < MIN_MEMORY:
         raise SetupError(
             f"{source}: resources.memory.size: {memory} bytes is below Docker's minimum of 6 MiB"
@@ -65,6 +113,7 @@ def parse_metadata(text: str, source: str) -> ModelMetadata:
         version=str(data["version"]),
         inputs=tuple(data["inputs"]),
         outputs=tuple(data["outputs"]),
+        output_max=output_max,
         memory_bytes=memory,
         cpu_count=float(data["resources"]["cpu"]["count"]),
         status_timeout=status_timeout,

@@ -192,4 +192,14 @@ def resolve(config: pytest.Config, stdin_password: str | None = None) -> Setting
         keep_image=bool(values["--keep-image"][0]),
     )
     report_dir = path("--conformance-report") or config.invocation_params.dir / "reports"
+    if report_dir.exists() and not report_dir.is_dir():
+        raise pytest.UsageError(
+            f"{values['--conformance-report'][1]}: {report_dir} is a file; give a directory for the reports"
+        )
+    if not (images or tars):
+        given = [flag for flag in ("--model-data", "--model-yaml") if values[flag][0] is not None]
+        if given:
+            raise pytest.UsageError(
+                f"{' and '.join(given)} given but no image: add --model-image REF or --model-tar FILE"
+            )
     return Settings(images, tars, options, report_dir, from_stdin)
