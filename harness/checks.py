@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -10,7 +11,7 @@ from typing import Any
 import jsonschema
 
 from . import cases as casedata
-from .errors import CheckSkipped, NotRun
+from .errors import CheckSkipped, NotRun, SetupError
 from .http import Exchange, Outcome
 from .jobs import JobResult
 from .metadata import schema
@@ -75,7 +76,10 @@ def require_envelope_body(run: ImageRun, exchange: Exchange) -> dict[str, Any]:
         message = errors[0].message
         message = message if len(message) <= 200 else message[:200] + "..."
         raise run.finding(
-            exchange.route, "the envelope {statusCode, status, message}", f"{where}: {message}", "envelope"
+            exchange.route,
+            "the envelope {statusCode, status, message}",
+            same_root(run, f"{where}: {message}"),
+            "envelope",
         )
     if body["statusCode"] != exchange.status:
         actual = f"statusCode {body['statusCode']}"
@@ -85,7 +89,16 @@ def require_envelope_body(run: ImageRun, exchange: Exchange) -> dict[str, Any]:
     return body  # type: ignore[no-any-return]
 
 
+def same_root(run: ImageRun, reason: str) -> str:
+    """One root cause, one explanation: later checks that meet it again point at the first."""
+    current = run.current.check_id if run.current else ""
+    first = run.root_causes.setdefault(reason, current)
+    return reason if first == current else f"the same as {first}: {reason}"
+
+
 def require_metadata(run: ImageRun) -> tuple[str, ...]:
+    if run.metadata_error is not None:
+        raise NotRun("model.yaml is not usable (see image.model-yaml)")
     if run.metadata is None:
         raise CheckSkipped(run.observed.model_yaml_note or "no model.yaml")
     return run.metadata.inputs
@@ -111,6 +124,14 @@ def require_regular_outputs(run: ImageRun, result: JobResult, rule: str) -> None
 # -- image ---------------------------------------------------------------------------------
 
 
+def image_model_yaml(run: ImageRun) -> None:
+    if run.metadata_error is not None:
+        # Not a verdict on the contract's routes: without it the image cannot be checked whole.
+        raise SetupError(run.metadata_error)
+    if run.metadata is None:
+        raise CheckSkipped(run.observed.model_yaml_note or "no model.yaml")
+
+
 def image_default_command(run: ImageRun) -> None:
     if not run.has_command:
         raise run.finding(
@@ -125,10 +146,13 @@ def image_port_env(run: ImageRun) -> None:
     if readiness.exit_code is not None:
         raise NotRun(f"the container exited (code {readiness.exit_code}) before anything could answer")
     assert run.container is not None
+    actual = f"nothing answered there within {run.status_timeout:g} s while the container ran"
+    if readiness.other_ports:
+        actual = f"it listens on {', '.join(map(str, readiness.other_ports))} instead"
     raise run.finding(
         f"port {run.container.model_port}",
         f"an HTTP answer on PSC_MODEL_PORT={run.container.model_port}",
-        f"nothing answered there within {run.status_timeout:g} s while the container ran",
+        same_root(run, actual),
         "port",
     )
 
@@ -164,9 +188,9 @@ def status_schema(run: ImageRun) -> None:
 
 
 def run_example(case: casedata.Case, run: ImageRun) -> None:
-    inputs = require_metadata(run)
+    require_metadata(run)
     assert run.metadata is not None
-    result = run.run_job(casedata.resolve_inputs(case, inputs), name=case.name)
+    result = run.run_job(run.case_inputs(case), name=case.name)
     if result.exchange.outcome is Outcome.TIMED_OUT:
         raise run.finding(
             "POST /run",
@@ -177,7 +201,7 @@ def run_example(case: casedata.Case, run: ImageRun) -> None:
     require_status(run, result.exchange, 200, "run-200")
     require_json_envelope(run, result.exchange)
     require_regular_outputs(run, result, "run-200")
-    expected = casedata.expected_outputs(case, run.metadata.outputs)
+    expected = run.case_outputs(case)
     if not expected:
         raise CheckSkipped(
             f"case {case.name} keeps no expected output file ({', '.join(run.metadata.outputs)})"
@@ -185,6 +209,10 @@ def run_example(case: casedata.Case, run: ImageRun) -> None:
     for name, path in expected.items():
         written = result.output(name)
         want = path.read_bytes()
+        media = run.metadata.output_media.get(name) or ""
+        if not run.options.compare_bytes and (media == JSON or media.endswith("+json")):
+            compare_json(run, name, path, written.content, want)
+            continue
         if written.content is None:
             if written.size != len(want):
                 raise run.finding(
@@ -203,6 +231,54 @@ def run_example(case: casedata.Case, run: ImageRun) -> None:
             )
 
 
+def compare_json(run: ImageRun, name: str, path: Any, content: bytes | None, want: bytes) -> None:
+    """Expected and written output compared as JSON values (--compare-bytes: byte for byte)."""
+    try:
+        expected = json.loads(want)
+    except (ValueError, RecursionError):
+        raise SetupError(f"the expected output {path} is not JSON, though {name} is declared JSON") from None
+    try:
+        actual = json.loads(content if content is not None else b"")
+    except (ValueError, RecursionError):
+        excerpt = (content or b"")[:100]
+        raise run.finding("POST /run", f"{name} a JSON value", f"not JSON: {excerpt!r}", "run-200") from None
+    difference = json_difference(actual, expected)
+    if difference is not None:
+        raise run.finding("POST /run", f"{name} equal to {path} as JSON", difference, "test-data")
+
+
+def json_difference(actual: Any, expected: Any, where: str = "$") -> str | None:
+    """Where two JSON values first differ: ``$.label: expected "negative", got "neutral"``."""
+
+    def show(value: Any) -> str:
+        text = json.dumps(value)
+        return text if len(text) <= 80 else text[:77] + "..."
+
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        for key in expected:
+            if key not in actual:
+                return f"{where}.{key}: missing (expected {show(expected[key])})"
+            found = json_difference(actual[key], expected[key], f"{where}.{key}")
+            if found:
+                return found
+        extra = [key for key in actual if key not in expected]
+        return f"{where}.{extra[0]}: not expected (got {show(actual[extra[0]])})" if extra else None
+    if isinstance(expected, list) and isinstance(actual, list):
+        for index, (a, e) in enumerate(zip(actual, expected, strict=False)):
+            found = json_difference(a, e, f"{where}[{index}]")
+            if found:
+                return found
+        if len(actual) != len(expected):
+            return f"{where}: expected {len(expected)} items, got {len(actual)}"
+        return None
+    same_kind = isinstance(actual, bool) == isinstance(expected, bool)
+    if same_kind and type(actual) in (int, float) and type(expected) in (int, float):
+        return None if actual == expected else f"{where}: expected {show(expected)}, got {show(actual)}"
+    if same_kind and type(actual) is type(expected) and actual == expected:
+        return None
+    return f"{where}: expected {show(expected)}, got {show(actual)}"
+
+
 def _first_difference(actual: bytes, expected: bytes) -> str:
     at = next(
         (i for i, (a, b) in enumerate(zip(actual, expected, strict=False)) if a != b),
@@ -213,9 +289,9 @@ def _first_difference(actual: bytes, expected: bytes) -> str:
 
 
 def run_validation_error(case: casedata.Case, run: ImageRun) -> None:
-    inputs = require_metadata(run)
-    message = casedata.expected_message(case)
-    result = run.run_job(casedata.resolve_inputs(case, inputs), name=case.name)
+    require_metadata(run)
+    message = run.case_message(case)
+    result = run.run_job(run.case_inputs(case), name=case.name)
     require_status(run, result.exchange, 422, "run-422")
     body = require_json_envelope(run, result.exchange)
     if message.lower() not in str(body["message"]).lower():
@@ -235,7 +311,7 @@ def example_inputs(run: ImageRun) -> dict[str, Any] | None:
     example = next((c for c in run.cases if c.kind == casedata.EXAMPLES), None)
     if example is None or run.metadata is None:
         return None
-    return dict(casedata.resolve_inputs(example, run.metadata.inputs))
+    return dict(run.case_inputs(example))
 
 
 def run_wrong_type_400(run: ImageRun) -> None:
@@ -300,6 +376,14 @@ def shutdown_exit_code(run: ImageRun) -> None:
 # -- the battery ---------------------------------------------------------------------------
 
 HEAD = (
+    Check(
+        "image.model-yaml",
+        "model-yaml",
+        "model.yaml is found and valid (its limits, timeouts and file names are used)",
+        IMAGE,
+        False,
+        image_model_yaml,
+    ),
     Check(
         "image.default-command",
         "default-command",

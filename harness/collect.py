@@ -23,7 +23,7 @@ def battery_for(run: ImageRun) -> list[checks.Check]:
     if run.options.model_data is not None:
         # A bad data directory is reported once the run prepares, as "not evaluated".
         with contextlib.suppress(SetupError):
-            found = discover(run.options.model_data)
+            found = discover(run.options.model_data).cases
     return checks.battery(found)
 
 

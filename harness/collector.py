@@ -83,6 +83,7 @@ class ReportCollector:
             message,
             item.check.rule,
             report.duration,
+            summary=item.check.summary,
             evidence=[report_.exchange_evidence(e) for e in item.evidence],
             logTail=error.log_tail if isinstance(error, Nonconformance) else None,
         )

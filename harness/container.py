@@ -31,6 +31,8 @@ LOG_TAIL_BYTES = 16 * 1024
 LOG_READ_LIMIT = 8 * 2**20  # the most of a log tail read before giving up on its end
 POLL_START = 0.01  # seconds between /status polls, doubling up to POLL_CAP
 POLL_CAP = 0.05
+PORT_LOOK_EVERY = 1.0  # seconds between looks at what the container listens on, while refused
+PORT_SURE_AFTER = 2.0  # listening only elsewhere for this long: it will not change
 DEFAULT_MEMORY = 2**30  # without a model.yaml: 1 GiB, 1 CPU (docs/contract.md#resources)
 DEFAULT_CPUS = 1.0
 PIDS_LIMIT = 1024  # always: a fork bomb stays inside the container
@@ -68,6 +70,7 @@ class Readiness:
     last: Exchange | None = None
     exit_code: int | None = None  # set when the container exited while loading
     oom_killed: bool = False
+    other_ports: tuple[int, ...] = ()  # set when the server listens elsewhere than PSC_MODEL_PORT
 
 
 class ModelContainer:
@@ -165,6 +168,8 @@ class ModelContainer:
         deadline = self.started_at + timeout
         seen = Readiness()
         interval = POLL_START
+        elsewhere_since: float | None = None
+        next_look = time.monotonic() + PORT_LOOK_EVERY
         while True:
             now = time.monotonic()
             if self.http is not None and now < deadline:
@@ -186,10 +191,38 @@ class ModelContainer:
                 break
             if time.monotonic() >= deadline:
                 break
+            refused = seen.last is None or seen.last.outcome is Outcome.REFUSED or seen.last.status is None
+            if refused and time.monotonic() >= next_look:
+                next_look = time.monotonic() + PORT_LOOK_EVERY
+                ports = self.listening_ports()
+                if ports and self.model_port not in ports:
+                    elsewhere_since = elsewhere_since or time.monotonic()
+                    if time.monotonic() - elsewhere_since >= PORT_SURE_AFTER:
+                        seen.other_ports = tuple(sorted(ports))
+                        break
+                else:
+                    elsewhere_since = None
             time.sleep(min(interval, max(deadline - time.monotonic(), 0)))
             interval = min(interval * 2, POLL_CAP)
         seen.seconds = time.monotonic() - self.started_at
         return seen
+
+    def listening_ports(self) -> set[int]:
+        """The TCP ports something in the container listens on (empty when it cannot tell)."""
+        assert self.container is not None
+        try:
+            result = self.container.exec_run(["cat", "/proc/net/tcp", "/proc/net/tcp6"], demux=False)
+        except docker.errors.APIError:
+            return set()
+        if result.exit_code not in (0, 1) or not result.output:
+            return set()
+        ports = set()
+        for line in result.output.decode("ascii", errors="replace").splitlines()[:10_000]:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == "0A" and ":" in fields[1]:  # 0A: LISTEN
+                with contextlib.suppress(ValueError):
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+        return ports
 
     def exit_code(self) -> int | None:
         """The exit code if the container has stopped, else None."""

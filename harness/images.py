@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import io
 import json
 import tarfile
@@ -111,10 +112,27 @@ def from_tag(client: docker.DockerClient, ref: str) -> PreparedImage:
     try:
         image = client.images.get(ref)
     except docker.errors.ImageNotFound:
-        raise SetupError(f"image {ref} is not in the Docker engine (build or load it first)") from None
+        raise SetupError(f"image {ref} is not in the Docker engine{_hint(client, ref)}") from None
     except docker.errors.APIError as exc:
         raise SetupError(f"cannot inspect image {ref}: {exc.explanation or exc}") from None
     return _prepared(client, ref, "tag", str(image.id))
+
+
+def _hint(client: docker.DockerClient, ref: str) -> str:
+    """What the user may have meant: the engine's nearest tags, and what a missing tag means."""
+    try:
+        held = [tag for image in client.images.list() for tag in image.tags]
+    except docker.errors.APIError:
+        held = []
+    near = difflib.get_close_matches(ref if ":" in ref.rsplit("/", 1)[-1] else f"{ref}:latest", held, n=3)
+    hints = []
+    if ":" not in ref.rsplit("/", 1)[-1] and "@" not in ref:
+        hints.append(f"no tag means {ref}:latest")
+    if near:
+        hints.append(f"did you mean {', '.join(near)}?")
+    else:
+        hints.append("build or load it first")
+    return f" ({'; '.join(hints)})"
 
 
 def image_present(client: docker.DockerClient, image_id: str) -> bool:

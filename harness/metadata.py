@@ -34,6 +34,7 @@ class ModelMetadata:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     output_max: dict[str, int | None]  # outputs.<name>.maxSize in bytes, when declared
+    output_media: dict[str, str | None]  # outputs.<name>.mediaType, when declared
     memory_bytes: int
     cpu_count: float
     status_timeout: float
@@ -71,6 +72,46 @@ def _load_bounded(text: str, source: str) -> Any:
         loader.dispose()
 
 
+# What an author reads instead of JSON-schema text, by the last part of the field's path.
+_FIXES = {
+    "version": "version must be three numbers such as 1.0.0 (quote it in YAML: version: '1.0.0')",
+    "specification": "specification must be '0.3' (quoted, so that YAML reads it as text)",
+    "type": "type must be file (the gRPC variant, type grpc, is not checked)",
+    "size": "must be a size such as 512M or 1G",
+    "status": "must be a duration such as 20s or 5m",
+    "run": "must be a duration such as 20s or 5m",
+    "count": "must be a positive number",
+    "maxSize": "must be a size such as 1M or 128K",
+}
+
+
+def problems(data: object) -> list[str]:
+    """Every problem of a model.yaml's content, each in the author's terms with its fix."""
+    validator = jsonschema.Draft202012Validator(schema("model.schema.json"))
+    found: list[str] = []
+    for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
+        path = ".".join(str(p) for p in error.absolute_path)
+        last = str(error.absolute_path[-1]) if error.absolute_path else ""
+        if error.validator == "required":
+            missing = str(error.message).split("'")[1] if "'" in error.message else "a field"
+            text = f"{path + '.' if path else ''}{missing} is missing"
+        elif path == "version" or (last in _FIXES and error.validator in ("pattern", "type", "const")):
+            text = _FIXES["version"] if path == "version" else f"{path}: {_FIXES[last]}"
+            if path in ("specification", "type"):
+                text = _FIXES[path]
+            text += f", got {_short(repr(error.instance))}"
+        elif error.validator == "minProperties":
+            text = f"{path}: declare at least one file"
+        elif error.validator == "type":
+            kind = "a mapping of fields" if error.validator_value == "object" else error.validator_value
+            text = f"{path or 'model.yaml'}: must be {kind}, got {_short(repr(error.instance))}"
+        else:
+            text = f"{path or '(top level)'}: {_short(error.message)}"
+        if text not in found:
+            found.append(text)
+    return found[:20]
+
+
 def parse_metadata(text: str, source: str) -> ModelMetadata:
     """Validate a model.yaml's text; any problem is a SetupError naming ``source``."""
     try:
@@ -78,12 +119,13 @@ def parse_metadata(text: str, source: str) -> ModelMetadata:
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}" if where else ""
-        raise SetupError(f"{source} is not valid YAML{at}") from None
-    validator = jsonschema.Draft202012Validator(schema("model.schema.json"))
-    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
-    if error is not None:
-        path = ".".join(str(p) for p in error.absolute_path) or "(top level)"
-        raise SetupError(f"{source}: {path}: {_short(error.message)}")
+        problem = getattr(exc, "problem", None)
+        what = f": {problem}" if problem else ""
+        raise SetupError(f"{source} is not valid YAML{at}{what}") from None
+    found = problems(data)
+    if found:
+        many = f"{len(found)} problems" if len(found) > 1 else "a problem"
+        raise SetupError(f"{source} has {many}: " + "; ".join(found))
     for kind in ("inputs", "outputs"):
         for name in data[kind]:
             if "/" in name or name in (".", "..") or "\0" in name:
@@ -114,6 +156,10 @@ def parse_metadata(text: str, source: str) -> ModelMetadata:
         inputs=tuple(data["inputs"]),
         outputs=tuple(data["outputs"]),
         output_max=output_max,
+        output_media={
+            name: str(spec["mediaType"]) if isinstance(spec, dict) and spec.get("mediaType") else None
+            for name, spec in data["outputs"].items()
+        },
         memory_bytes=memory,
         cpu_count=float(data["resources"]["cpu"]["count"]),
         status_timeout=status_timeout,

@@ -72,6 +72,7 @@ class Observation:
     load_steps: list[Step] = field(default_factory=list)
     jobs: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # never change the verdict
     reaped: list[str] = field(default_factory=list)
 
     def problem(self, text: str) -> None:
@@ -114,6 +115,7 @@ class Observation:
             "containerImage": container_image,
             "loadSteps": [step.as_dict() for step in self.load_steps],
             "runSteps": list(self.jobs),
+            "warnings": list(self.warnings),
             "image": {
                 "reference": self.reference,
                 "source": self.source,

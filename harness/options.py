@@ -34,3 +34,4 @@ class RunOptions:
     pull: str = "missing"
     credentials: Credentials | None = None
     keep_image: bool = False
+    compare_bytes: bool = False  # expected outputs byte for byte, even when declared JSON

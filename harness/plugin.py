@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -40,6 +40,14 @@ def pytest_configure(config: pytest.Config) -> None:
     from .session import activate  # the heavy part, only when there is an image to check
 
     activate(config, resolved)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and _state(config) is None:
+        terminalreporter.write_line(
+            "model conformance: no image given: add --model-image REF or --model-tar FILE "
+            "(see pytest --help, under 'model container conformance')"
+        )
 
 
 def _state(config: pytest.Config) -> HarnessSession | None:

@@ -135,7 +135,7 @@ def summary_html(report: dict[str, Any]) -> str:
 def _image_html(entry: dict[str, Any]) -> str:
     image = entry["image"]
     rows = "".join(
-        f"<tr><th>{escape(str(k))}</th><td>{escape(str(v))}</td></tr>"
+        f"<tr><th>{escape(str(k))}</th><td>{escape(_field(k, v))}</td></tr>"
         for k, v in entry["containerImage"].items()
     )
     failed = [c for c in entry["checks"] if c["outcome"] in ("failed", "error")]
@@ -172,6 +172,12 @@ def _image_html(entry: dict[str, Any]) -> str:
     )
 
 
+def _field(name: str, value: Any) -> str:
+    if name == "containerImageSize" and isinstance(value, int):
+        return f"{value / 2**20:.1f} MiB ({value} bytes)"
+    return str(value)
+
+
 def timeline_svg(steps: list[dict[str, Any]], width: int = 720) -> str:
     """One bar per load step, placed on a common time axis."""
     if not steps:
@@ -179,7 +185,10 @@ def timeline_svg(steps: list[dict[str, Any]], width: int = 720) -> str:
     starts = [datetime.fromisoformat(s["startedAt"]).timestamp() for s in steps]
     origin = min(starts)
     total = max(max(t - origin + s["durationSeconds"] for t, s in zip(starts, steps, strict=True)), 0.001)
-    label_width, row = 230, 24
+    names = [_step_label(step) for step in steps]
+    # Labels in a column of their own, as wide as the longest (about 7 px a character at 12 px).
+    label_width, row = max(len(name) for name in names) * 7 + 12, 24
+    width = max(width, label_width + 300)
     scale = (width - label_width - 90) / total
     bars = []
     for i, (start, step) in enumerate(zip(starts, steps, strict=True)):
@@ -188,7 +197,7 @@ def timeline_svg(steps: list[dict[str, Any]], width: int = 720) -> str:
         w = max(step["durationSeconds"] * scale, 2)
         failed = step["stepName"] == FAILED or "error" in step.get("details", {})
         colour = "#cf222e" if failed else "#1a7f37" if step["stepName"] == READY else "#0969da"
-        name = f"{step['step']} {step['stepName']} {step['percentage']}%"
+        name = names[i]
         bars.append(
             f'<g class="psc-step"><text x="0" y="{y + 14}" font-size="12">{escape(name)}</text>'
             f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="16" fill="{colour}" rx="2">'
@@ -203,9 +212,17 @@ def timeline_svg(steps: list[dict[str, Any]], width: int = 720) -> str:
     )
 
 
+def _step_label(step: dict[str, Any]) -> str:
+    label = f"{step['step']} {step['stepName']} {step['percentage']}%"
+    if step.get("details", {}).get("source") == "tag":
+        label += " (already in the engine)"  # nothing was uploaded: said as what it was
+    return label
+
+
 def evidence_html(check: dict[str, Any]) -> str:
-    """Request and response evidence of one check, and the log tail when it failed."""
-    parts = [f"<div class='psc-evidence'><p>{_rule_html(check['rule'])}</p>"]
+    """What the check enforces, its request and response evidence, and the log tail when it failed."""
+    enforces = f"{escape(check['summary'])}: " if check.get("summary") else ""
+    parts = [f"<div class='psc-evidence'><p>{enforces}{_rule_html(check['rule'])}</p>"]
     for ex in check.get("evidence", []):
         answer = f"{ex['status']}" if ex["status"] is not None else "no answer"
         if ex["error"]:

@@ -76,7 +76,9 @@ class ImageRun:
         self.readiness: Readiness | None = None
         self.shutdown: ShutdownResult | None = None
         self.setup_error: SetupError | None = None
+        self.metadata_error: str | None = None  # model.yaml found but unusable: image.model-yaml's finding
         self.died_during: str | None = None  # the check during which the model exited unasked
+        self.root_causes: dict[str, str] = {}  # a finding's reason -> the check that found it first
         self.current: CheckRecord | None = None
         self.cleanup_problems: list[str] = []
         self._prepared = False
@@ -150,10 +152,15 @@ class ImageRun:
         if self.source.error is not None:
             raise SetupError(self.source.error)
         if self.options.model_data is not None:
-            self.cases = casedata.discover(self.options.model_data)
+            found = casedata.discover(self.options.model_data)
+            self.cases = found.cases
+            for kind in found.missing_kinds:
+                self.observed.warnings.append(
+                    f"{self.options.model_data} has no {kind}/<case>/ directory: those checks are skipped"
+                )
         if self.options.model_yaml is not None:
-            self.metadata = read_metadata_file(self.options.model_yaml)
             self.observed.model_yaml_note = f"model.yaml from {self.options.model_yaml}"
+            self._use_metadata(read_metadata_text(self.options.model_yaml), str(self.options.model_yaml))
         self.client = images.connect()
         try:
             self.observed.engine_version = str(self.client.version().get("Version"))
@@ -173,11 +180,11 @@ class ImageRun:
             # Read from the model's own container, created but not started: no extra container.
             created = self._created()
             assert created.container is not None
-            found = images.read_model_yaml(created.container, self.image)
-            if found is not None:
-                text, where = found
-                self.metadata = parse_metadata(text, where)
+            in_image = images.read_model_yaml(created.container, self.image)
+            if in_image is not None:
+                text, where = in_image
                 self.observed.model_yaml_note = f"model.yaml found in the image at {where.split(':')[-1]}"
+                self._use_metadata(text, where)
                 created.set_limits(self.limits)
             else:
                 self.observed.model_yaml_note = (
@@ -187,10 +194,32 @@ class ImageRun:
         if self.metadata is not None:
             self.observed.model_yaml = self.metadata.source
             for case in self.cases:  # bad test-case data is found here, before any check runs
-                casedata.resolve_inputs(case, self.metadata.inputs)
-                casedata.expected_outputs(case, self.metadata.outputs)
+                self.case_inputs(case)
+                self.case_outputs(case)
                 if case.kind == casedata.VALIDATION_ERRORS:
-                    casedata.expected_message(case)
+                    self.case_message(case)
+
+    def _use_metadata(self, text: str, where: str) -> None:
+        """Parse model.yaml; its problems are image.model-yaml's finding, not the end of the run."""
+        try:
+            self.metadata = parse_metadata(text, where)
+        except SetupError as exc:
+            self.metadata_error = str(exc)
+            self.observed.problem(str(exc))
+
+    # -- the author's cases, resolved against model.yaml's names ---------------------------
+
+    def case_inputs(self, case: casedata.Case) -> dict[str, Path]:
+        assert self.metadata is not None
+        return casedata.resolve_inputs(case, self.metadata.inputs, self.metadata.outputs)
+
+    def case_outputs(self, case: casedata.Case) -> dict[str, Path]:
+        assert self.metadata is not None
+        return casedata.expected_outputs(case, self.metadata.outputs, self.metadata.inputs)
+
+    def case_message(self, case: casedata.Case) -> str:
+        assert self.metadata is not None
+        return casedata.expected_message(case, self.metadata.inputs)
 
     @property
     def has_command(self) -> bool:
@@ -295,6 +324,11 @@ class ImageRun:
             return (
                 f"the container exited with code {readiness.exit_code} after {readiness.seconds:.1f} s{oom}"
             )
+        if readiness.other_ports:
+            assert self.container is not None
+            where = ", ".join(map(str, readiness.other_ports))
+            port = self.container.model_port
+            return f"nothing listens on PSC_MODEL_PORT={port}; the server listens on {where}"
         last = readiness.last.summary() if readiness.last else "no request could be sent"
         return f"/status not 200 within {self.status_timeout:g} s ({readiness.polls} polls; last: {last})"
 
@@ -402,16 +436,15 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
-def read_metadata_file(path: Path) -> ModelMetadata:
+def read_metadata_text(path: Path) -> str:
     try:
         if path.stat().st_size > images.MODEL_YAML_MAX:
             raise SetupError(f"model.yaml {path} is larger than 1 MiB")
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SetupError(f"model.yaml {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SetupError(f"cannot read model.yaml {path}: {exc}") from None
-    return parse_metadata(text, str(path))
 
 
 __all__ = ["CheckSkipped", "ImageRun", "ShutdownResult"]

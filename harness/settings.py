@@ -80,11 +80,21 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("--registry-password-stdin", None, "read the registry password from standard input", "flag"),
     Option("--keep-image", "model_keep_image", "keep images the harness pulled or loaded", "flag"),
+    Option(
+        "--compare-bytes",
+        "model_compare_bytes",
+        "compare expected outputs byte for byte, also those declared JSON (default: as JSON values)",
+        "flag",
+    ),
 )
 
 
 def addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("model-conformance", "model container conformance")
+    group = parser.getgroup(
+        "model-conformance",
+        "model container conformance (exit codes: 0 conformant, 1 nonconformant, 2 incomplete, "
+        "4 usage error, 6 not evaluated; the contract: python -m harness contract)",
+    )
     for option in OPTIONS:
         dest = option.ini or option.flag.lstrip("-").replace("-", "_")
         if option.kind == "list":
@@ -190,6 +200,7 @@ def resolve(config: pytest.Config, stdin_password: str | None = None) -> Setting
         pull=pull,
         credentials=credentials,
         keep_image=bool(values["--keep-image"][0]),
+        compare_bytes=bool(values["--compare-bytes"][0]),
     )
     report_dir = path("--conformance-report") or config.invocation_params.dir / "reports"
     if report_dir.exists() and not report_dir.is_dir():

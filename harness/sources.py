@@ -68,14 +68,16 @@ class ReferenceSource:
         reference = self.parsed
         if reference.explicit_registry:
             observed.registry_fields = reference.report_fields()
+        not_here: SetupError | None = None
         if self.options.pull != "always":
             try:
                 image = images.from_tag(client, reference.text)
                 self.source = "tag"
                 return image
-            except SetupError:
+            except SetupError as exc:
                 if self.options.pull == "never":
                     raise
+                not_here = exc
         self.source = "registry"
         observed.registry_fields = reference.report_fields()
         if not images.image_present(client, reference.text):
@@ -91,9 +93,7 @@ class ReferenceSource:
             if reference.explicit_registry or self.options.pull == "always":
                 raise
             # Most likely a local tag mistyped, rather than an image meant to come from Docker Hub.
-            raise SetupError(
-                f"image {reference.text} is not in the Docker engine (pulling it failed: {exc})"
-            ) from None
+            raise SetupError(f"{not_here}; pulling it from Docker Hub failed too: {exc}") from None
         observed.upload_bytes = pulled.total
         image = images.from_tag(client, reference.text)
         image.source = "registry"

@@ -24,6 +24,7 @@ class TerminalOutput:
         self.state = state
         self.collector = collector
         self._last_progress = 0.0
+        self._on_own_line = False
 
     def _reporter(self) -> Any:
         if hasattr(self.config, "workerinput"):
@@ -46,8 +47,13 @@ class TerminalOutput:
         with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
             # On its own line, so that pytest's own progress line stays whole.
             if tty:
+                if not self._on_own_line:
+                    reporter.ensure_newline()  # pytest's own progress line stays whole
+                    self._on_own_line = True
                 reporter.write(f"\r{line}" + ("\n" if done else ""), flush=True)
+                self._on_own_line = not done
             else:
+                reporter.ensure_newline()
                 reporter.write_line(line)
 
     def pytest_report_header(self) -> list[str]:
