@@ -15,6 +15,7 @@ from .errors import CheckSkipped, NotRun, SetupError
 from .http import Exchange, Outcome
 from .jobs import JobResult
 from .metadata import schema
+from .rehearsal import media_type_problem
 from .run import ImageRun
 
 JSON = "application/json"
@@ -45,7 +46,16 @@ def require_answer(run: ImageRun, exchange: Exchange, rule: str) -> None:
         code = run.container.wait_exit(1.0)
         if code is not None:
             run.died_during = run.current.check_id if run.current else "a check"
-            actual += f"; the container exited with code {code}"
+            oom = (
+                f", killed by the engine: {run.out_of_memory()}"
+                if run.container.state().get("OOMKilled")
+                else ""
+            )
+            actual += f"; the container exited with code {code}{oom}"
+        elif run.container.oom_since(run.current.began if run.current else 0.0):
+            # A worker process killed for memory, its server still up: the platform fails this too.
+            actual += f"; the engine killed a process of the model: {run.out_of_memory()}"
+            rule = "resources"
     raise run.finding(exchange.route, "a whole HTTP answer", actual, rule)
 
 
@@ -117,8 +127,15 @@ def require_regular_outputs(run: ImageRun, result: JobResult, rule: str) -> None
                 "POST /run",
                 f"{name} within its declared maxSize of {limit} bytes",
                 f"{written.size} bytes",
-                "model-yaml",
+                "rehearsal",
             )
+        media = run.metadata.output_media.get(name)
+        if media and written.content is not None:
+            problem = media_type_problem(media, written.content)
+            if problem is not None:
+                raise run.finding(
+                    "POST /run", f"{name} of its declared mediaType {media}", problem, "rehearsal"
+                )
 
 
 # -- image ---------------------------------------------------------------------------------
@@ -472,7 +489,25 @@ TAIL = (
 )
 
 
-def battery(found: list[casedata.Case] | None) -> list[Check]:
+def rehearsal_warnings(run: ImageRun) -> None:
+    warnings = run.observed.all_warnings()
+    if warnings:
+        raise run.finding(
+            "platform rehearsal", "no warning (--strict-rehearsal)", "; ".join(warnings), "rehearsal"
+        )
+
+
+STRICT = Check(
+    "rehearsal.warnings",
+    "rehearsal",
+    "with --strict-rehearsal: the platform rehearsal found nothing to warn of",
+    SHUTDOWN,
+    False,
+    rehearsal_warnings,
+)
+
+
+def battery(found: list[casedata.Case] | None, *, strict: bool = False) -> list[Check]:
     """Every check for one image, in the order they run: /shutdown last."""
     per_case: list[Check] = []
     for kind, func, rule, summary in (
@@ -497,7 +532,7 @@ def battery(found: list[casedata.Case] | None) -> list[Check]:
             ]
         else:
             per_case.append(Check(name, rule, summary, RUN, True, partial(no_cases, kind)))
-    return [*HEAD, *per_case, *RUN_CHECKS, *TAIL]
+    return [*HEAD, *per_case, *RUN_CHECKS, *TAIL, *((STRICT,) if strict else ())]
 
 
 def describe_all() -> list[tuple[str, str, str]]:

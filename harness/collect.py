@@ -24,7 +24,7 @@ def battery_for(run: ImageRun) -> list[checks.Check]:
         # A bad data directory is reported once the run prepares, as "not evaluated".
         with contextlib.suppress(SetupError):
             found = discover(run.options.model_data).cases
-    return checks.battery(found)
+    return checks.battery(found, strict=run.options.strict)
 
 
 def keep_ids_as_given(config: pytest.Config, labels: list[str]) -> None:

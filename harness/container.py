@@ -224,6 +224,20 @@ class ModelContainer:
                     ports.add(int(fields[1].rsplit(":", 1)[1], 16))
         return ports
 
+    def oom_since(self, since: float) -> bool:
+        """Whether the engine reported an out-of-memory kill in the container since ``since`` (Unix time)."""
+        assert self.container is not None
+        try:
+            events = self._client.api.events(
+                since=int(since),
+                until=int(time.time()) + 1,
+                filters={"container": self.container.id, "event": "oom"},
+            )
+            with contextlib.closing(events):
+                return any(True for _ in events)
+        except (docker.errors.APIError, requests.RequestException):
+            return False
+
     def exit_code(self) -> int | None:
         """The exit code if the container has stopped, else None."""
         state = self.state()

@@ -35,6 +35,9 @@ class ModelMetadata:
     outputs: tuple[str, ...]
     output_max: dict[str, int | None]  # outputs.<name>.maxSize in bytes, when declared
     output_media: dict[str, str | None]  # outputs.<name>.mediaType, when declared
+    input_max: dict[str, int | None]  # inputs.<name>.maxSize in bytes, when declared
+    input_types: dict[str, tuple[str, ...]]  # inputs.<name>.acceptedMediaTypes
+    gpu_count: int
     memory_bytes: int
     cpu_count: float
     status_timeout: float
@@ -45,6 +48,14 @@ class ModelMetadata:
 def _short(value: object) -> str:
     text = str(value)
     return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS] + "..."
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """A YAML document's data, bounded as model.yaml is; a SetupError when it is not YAML."""
+    try:
+        return _load_bounded(text, source)
+    except yaml.YAMLError:
+        raise SetupError(f"{source} is not valid YAML") from None
 
 
 def _load_bounded(text: str, source: str) -> Any:
@@ -140,6 +151,12 @@ def parse_metadata(text: str, source: str) -> ModelMetadata:
     memory = value("resources.memory.size", parse_size, data["resources"]["memory"]["size"])
     status_timeout = value("timeout.status", parse_duration, data["timeout"]["status"])
     run_timeout = value("timeout.run", parse_duration, data["timeout"]["run"])
+    input_max = {
+        name: value(f"inputs.{name}.maxSize", parse_size, spec["maxSize"])
+        if isinstance(spec, dict) and spec.get("maxSize") not in (None, "")
+        else None
+        for name, spec in data["inputs"].items()
+    }
     output_max = {
         name: value(f"outputs.{name}.maxSize", parse_size, spec["maxSize"])
         if isinstance(spec, dict) and spec.get("maxSize") not in (None, "")
@@ -156,6 +173,12 @@ def parse_metadata(text: str, source: str) -> ModelMetadata:
         inputs=tuple(data["inputs"]),
         outputs=tuple(data["outputs"]),
         output_max=output_max,
+        input_max=input_max,
+        input_types={
+            name: tuple(map(str, spec.get("acceptedMediaTypes") or ())) if isinstance(spec, dict) else ()
+            for name, spec in data["inputs"].items()
+        },
+        gpu_count=int((data["resources"].get("gpu") or {}).get("count") or 0),
         output_media={
             name: str(spec["mediaType"]) if isinstance(spec, dict) and spec.get("mediaType") else None
             for name, spec in data["outputs"].items()

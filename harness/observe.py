@@ -72,12 +72,18 @@ class Observation:
     load_steps: list[Step] = field(default_factory=list)
     jobs: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)  # never change the verdict
+    warnings: list[str] = field(
+        default_factory=list
+    )  # never change the verdict (but with --strict-rehearsal)
+    rehearsal: Any = None  # a rehearsal.Rehearsal, once the container started
     reaped: list[str] = field(default_factory=list)
 
     def problem(self, text: str) -> None:
         if text not in self.problems:
             self.problems.append(text)
+
+    def all_warnings(self) -> list[str]:
+        return [*self.warnings, *(self.rehearsal.warnings() if self.rehearsal is not None else [])]
 
     def snapshot(self) -> dict[str, Any]:
         """Plain JSON-ready data: the image's part of the report, without its checks."""
@@ -115,7 +121,8 @@ class Observation:
             "containerImage": container_image,
             "loadSteps": [step.as_dict() for step in self.load_steps],
             "runSteps": list(self.jobs),
-            "warnings": list(self.warnings),
+            "warnings": self.all_warnings(),
+            "rehearsal": self.rehearsal.as_dict() if self.rehearsal is not None else None,
             "image": {
                 "reference": self.reference,
                 "source": self.source,

@@ -167,6 +167,7 @@ def _image_html(entry: dict[str, Any]) -> str:
             else ""
         )
         + f"<h4>Load steps</h4>{timeline_svg(entry['loadSteps'])}"
+        f"{rehearsal_html(entry.get('rehearsal'), entry.get('warnings') or [])}"
         f"<h4>Container image</h4><table class='psc-container-image'>{rows}</table>"
         "</section>"
     )
@@ -209,6 +210,78 @@ def timeline_svg(steps: list[dict[str, Any]], width: int = 720) -> str:
     return (
         f'<svg class="psc-timeline" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'role="img" aria-label="load steps timeline">{"".join(bars)}</svg>'
+    )
+
+
+def _bar(label: str, used: float | None, of: float | None, text: str, margin: float | None = None) -> str:
+    """One horizontal bar: what was used of what is declared or allowed."""
+    if used is None or not of:
+        return f"<tr><th>{escape(label)}</th><td colspan='2'>not measured</td></tr>"
+    share = max(0.0, min(used / of, 1.0))
+    over = margin is not None and share > 1 - margin
+    colour = "#cf222e" if share >= 1 else "#bc4c00" if over else "#1a7f37"
+    mark = (
+        f"<div class='psc-margin' style='left:{(1 - margin) * 100:.1f}%' title='margin'></div>"
+        if margin is not None
+        else ""
+    )
+    return (
+        f"<tr><th>{escape(label)}</th><td><div class='psc-bar'>{mark}"
+        f"<div style='width:{share * 100:.1f}%;background:{colour}'></div></div></td>"
+        f"<td>{escape(text)}</td></tr>"
+    )
+
+
+def rehearsal_html(rehearsal: dict[str, Any] | None, warnings: list[str]) -> str:
+    """The platform rehearsal: resources against model.yaml, timings against the timeouts."""
+    if rehearsal is None:
+        return ""
+    memory, cpu = rehearsal["memory"], rehearsal["cpu"]
+    status, run = rehearsal["statusTimeout"], rehearsal["runTimeout"]
+    margin = rehearsal["margin"]
+
+    def mib(value: int | None) -> str:
+        return "-" if value is None else f"{value / 2**20:.0f} MiB"
+
+    def seconds(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f} s"
+
+    percent = f" ({memory['percentOfDeclared']}%)" if memory["percentOfDeclared"] is not None else ""
+    used_cpu = "-" if cpu["averageUsed"] is None else f"{cpu['averageUsed']:.2f}"
+    rows = [
+        _bar(
+            "memory (peak)",
+            memory["peakBytes"],
+            memory["declaredBytes"],
+            f"{mib(memory['peakBytes'])} of {mib(memory['declaredBytes'])} declared{percent}",
+        ),
+        _bar(
+            "CPU (average)",
+            cpu["averageUsed"],
+            cpu["declared"],
+            f"{used_cpu} of {cpu['declared']:g} declared",
+        ),
+        _bar(
+            "ready after",
+            status["readySeconds"],
+            status["seconds"],
+            f"{seconds(status['readySeconds'])} of the {status['seconds']:g} s status timeout",
+            margin,
+        ),
+        _bar(
+            "slowest /run",
+            run["slowestSeconds"],
+            run["seconds"],
+            f"{seconds(run['slowestSeconds'])} of the {run['seconds']:g} s run timeout",
+            margin,
+        ),
+    ]
+    listed = "".join(f"<li>{escape(w)}</li>" for w in warnings)
+    return (
+        "<h4>Platform rehearsal</h4><table class='psc-rehearsal'>"
+        + "".join(rows)
+        + "</table>"
+        + (f"<ul class='psc-warnings'>{listed}</ul>" if warnings else "<p>No warning.</p>")
     )
 
 

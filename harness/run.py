@@ -21,10 +21,11 @@ from .container import Limits, ModelContainer, Readiness
 from .errors import CheckSkipped, Nonconformance, NotRun, SetupError
 from .http import Exchange
 from .labels import labels
-from .metadata import ModelMetadata, parse_metadata
+from .metadata import ModelMetadata, load_yaml, parse_metadata
 from .observe import Observation, Step, timed
 from .options import RunOptions
 from .platform import CHECKING, FAILED, FINAL_STEP, LOADING, READY, RUN_STEPS, UPLOADING
+from .rehearsal import Rehearsal, ResourceSampler, Timing, accepted
 from .sources import ImageSource
 
 DEFAULT_STATUS_TIMEOUT = 60.0
@@ -80,6 +81,8 @@ class ImageRun:
         self.died_during: str | None = None  # the check during which the model exited unasked
         self.root_causes: dict[str, str] = {}  # a finding's reason -> the check that found it first
         self.current: CheckRecord | None = None
+        self.rehearsal: Rehearsal | None = None
+        self.sampler: ResourceSampler | None = None
         self.cleanup_problems: list[str] = []
         self._prepared = False
 
@@ -117,13 +120,24 @@ class ImageRun:
             return
         self.died_during = self.current.check_id if self.current else "a check"
         state = container.state()
-        oom = ", killed for exceeding its memory limit" if state.get("OOMKilled") else ""
+        oom = f", killed by the engine: {self.out_of_memory()}" if state.get("OOMKilled") else ""
         raise self.finding(
             "the model process",
             "to keep running and serving until POST /shutdown",
             f"it exited with code {code}{oom}",
             "lifetime",
         )
+
+    def out_of_memory(self) -> str:
+        """An out-of-memory kill, against the declared memory, with the peak seen before it."""
+        declared = self.limits.memory_bytes
+        figures = self.rehearsal.resources if self.rehearsal else None
+        peak = (
+            f"; peak seen before: {figures.peak_bytes / 2**20:.0f} MiB"
+            if figures and figures.peak_bytes
+            else ""
+        )
+        return f"the model ran out of its declared memory ({declared / 2**20:.0f} MiB{peak})"
 
     def finding(self, route: str, expected: str, actual: str, rule: str) -> Nonconformance:
         return Nonconformance(route, expected, actual, rule, log_tail=self.log_tail())
@@ -158,9 +172,11 @@ class ImageRun:
                 self.observed.warnings.append(
                     f"{self.options.model_data} has no {kind}/<case>/ directory: those checks are skipped"
                 )
+        given_yaml = None
         if self.options.model_yaml is not None:
             self.observed.model_yaml_note = f"model.yaml from {self.options.model_yaml}"
-            self._use_metadata(read_metadata_text(self.options.model_yaml), str(self.options.model_yaml))
+            given_yaml = read_metadata_text(self.options.model_yaml)
+            self._use_metadata(given_yaml, str(self.options.model_yaml))
         self.client = images.connect()
         try:
             self.observed.engine_version = str(self.client.version().get("Version"))
@@ -176,6 +192,8 @@ class ImageRun:
         self.observed.image_id = self.image.image_id
         self.observed.digest = self.image.digest
         self.observed.image_bytes = self.image.size
+        if self.has_command and given_yaml is not None:
+            self._compare_model_yaml(given_yaml)
         if self.has_command and self.metadata is None:
             # Read from the model's own container, created but not started: no extra container.
             created = self._created()
@@ -194,10 +212,50 @@ class ImageRun:
         if self.metadata is not None:
             self.observed.model_yaml = self.metadata.source
             for case in self.cases:  # bad test-case data is found here, before any check runs
-                self.case_inputs(case)
+                self._inputs_against_declared(case, self.case_inputs(case))
                 self.case_outputs(case)
                 if case.kind == casedata.VALIDATION_ERRORS:
                     self.case_message(case)
+
+    def _inputs_against_declared(self, case: casedata.Case, inputs: dict[str, Path]) -> None:
+        """An example input outside what model.yaml declares: a warning, since it is the author's data."""
+        if case.kind != casedata.EXAMPLES:
+            return
+        assert self.metadata is not None
+        for name, path in inputs.items():
+            limit = self.metadata.input_max.get(name)
+            size = path.stat().st_size
+            if limit is not None and size > limit:
+                self.observed.warnings.append(
+                    f"example {case.name}: {name} is {size} bytes, over its declared maxSize of {limit} bytes"
+                )
+            types = self.metadata.input_types.get(name, ())
+            with path.open("rb") as stream:
+                head = stream.read(64 * 1024)
+            if types and not accepted(types, head):
+                self.observed.warnings.append(
+                    f"example {case.name}: {name} does not look like any of its acceptedMediaTypes "
+                    f"({', '.join(types)})"
+                )
+
+    def _compare_model_yaml(self, given: str) -> None:
+        """--model-yaml given while the image holds its own: say where they differ."""
+        assert self.image is not None
+        created = self._created()
+        assert created.container is not None
+        in_image = images.read_model_yaml(created.container, self.image)
+        if in_image is None:
+            return
+        text, where = in_image
+        with contextlib.suppress(SetupError):
+            mine, theirs = load_yaml(given, "model.yaml"), load_yaml(text, where)
+            if isinstance(mine, dict) and isinstance(theirs, dict):
+                fields = sorted(str(k) for k in {*mine, *theirs} if mine.get(k) != theirs.get(k))
+                if fields:
+                    self.observed.warnings.append(
+                        f"the model.yaml given differs from the image's {where.split(':')[-1]} in: "
+                        + ", ".join(fields[:10])
+                    )
 
     def _use_metadata(self, text: str, where: str) -> None:
         """Parse model.yaml; its problems are image.model-yaml's finding, not the end of the run."""
@@ -286,6 +344,18 @@ class ImageRun:
             details.update(
                 modelPort=container.model_port, memoryBytes=limits.memory_bytes, cpus=limits.cpu_count
             )
+        if self.rehearsal is None:
+            self.rehearsal = Rehearsal(
+                limits.memory_bytes,
+                limits.cpu_count,
+                self.metadata.gpu_count if self.metadata else 0,
+                Timing(self.status_timeout),
+                Timing(self.run_timeout),
+                margin=self.options.margin,
+            )
+            self.observed.rehearsal = self.rehearsal
+        self.sampler = ResourceSampler(container, self.rehearsal.resources)
+        self.sampler.start()
         return container
 
     def restart(self) -> ModelContainer:
@@ -313,6 +383,10 @@ class ImageRun:
             )
             if not readiness.ready:
                 final.details["reason"] = self.not_ready_reason(readiness)
+            else:
+                assert self.sampler is not None and self.rehearsal is not None
+                self.sampler.mark_ready()
+                self.rehearsal.status.seconds = readiness.seconds
             self.observed.load_steps.append(final)
             self.readiness = readiness
         self.cite(self.readiness.last)
@@ -320,7 +394,7 @@ class ImageRun:
 
     def not_ready_reason(self, readiness: Readiness) -> str:
         if readiness.exit_code is not None:
-            oom = ", killed for exceeding its memory limit" if readiness.oom_killed else ""
+            oom = f", killed by the engine: {self.out_of_memory()}" if readiness.oom_killed else ""
             return (
                 f"the container exited with code {readiness.exit_code} after {readiness.seconds:.1f} s{oom}"
             )
@@ -372,6 +446,9 @@ class ImageRun:
         with timed(steps, *next(number)) as details:
             exchange = container.http.post_json("/run", job, timeout=self.run_timeout)
             self.cite(exchange)
+            if exchange.answered and self.rehearsal is not None:
+                slowest = self.rehearsal.run.seconds or 0.0
+                self.rehearsal.run.seconds = max(slowest, exchange.seconds)
             details.update(httpStatus=exchange.status, outcome=exchange.outcome.value)
         result = jobs.JobResult(exchange, dirs.input_dir, dirs.output_dir)
         with timed(steps, *next(number)) as details:
@@ -401,6 +478,8 @@ class ImageRun:
         if self.shutdown is None:
             container = self.require_ready()
             assert container.http is not None
+            if self.sampler is not None:
+                self.sampler.stop()  # the figures of the running model, not of its way out
             # One deadline covers the answer and the exit.
             began = time.monotonic()
             exchange = container.http.request("POST", "/shutdown", timeout=self.options.shutdown_timeout)
@@ -416,6 +495,8 @@ class ImageRun:
         """Remove everything this run created: the container, and the image it loaded or pulled."""
         # Each step on its own: one that fails must not leave the others undone.
         steps: list[Callable[[], None]] = []
+        if self.sampler is not None:
+            steps.append(self.sampler.stop)
         if self.container is not None:
             steps.append(self.container.remove)
         client = self.client

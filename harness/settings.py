@@ -81,6 +81,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("--registry-password-stdin", None, "read the registry password from standard input", "flag"),
     Option("--keep-image", "model_keep_image", "keep images the harness pulled or loaded", "flag"),
     Option(
+        "--timeout-margin",
+        "model_timeout_margin",
+        "share of each timeout that should be left, e.g. 50% (default) or 0.3; less is a warning",
+        metavar="SHARE",
+    ),
+    Option(
+        "--strict-rehearsal", "model_strict_rehearsal", "platform rehearsal warnings fail the image", "flag"
+    ),
+    Option(
         "--compare-bytes",
         "model_compare_bytes",
         "compare expected outputs byte for byte, also those declared JSON (default: as JSON values)",
@@ -191,6 +200,19 @@ def resolve(config: pytest.Config, stdin_password: str | None = None) -> Setting
     elif from_stdin:
         raise pytest.UsageError("--registry-password-stdin needs --registry-username")
 
+    margin_raw, margin_source = values["--timeout-margin"]
+    margin = 0.5
+    if margin_raw is not None:
+        text = str(margin_raw).strip()
+        try:
+            margin = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        except ValueError:
+            margin = -1.0
+        if not 0 <= margin < 1:
+            raise pytest.UsageError(
+                f"{margin_source}: expected a share such as 50% or 0.5, got {text[:40]!r}"
+            )
+
     options = RunOptions(
         model_yaml=path("--model-yaml"),
         model_data=path("--model-data"),
@@ -201,6 +223,8 @@ def resolve(config: pytest.Config, stdin_password: str | None = None) -> Setting
         credentials=credentials,
         keep_image=bool(values["--keep-image"][0]),
         compare_bytes=bool(values["--compare-bytes"][0]),
+        margin=margin,
+        strict=bool(values["--strict-rehearsal"][0]),
     )
     report_dir = path("--conformance-report") or config.invocation_params.dir / "reports"
     if report_dir.exists() and not report_dir.is_dir():

@@ -73,6 +73,9 @@ class TerminalOutput:
         report = self.collector.report
         if report is None:
             return
+        for entry in report["images"]:
+            for warning in entry.get("warnings") or ():
+                write(f"{entry['image']['label']}: warning: {warning}", yellow=True)
         if self.collector.written is not None:
             write(f"conformance report: {self.collector.written} (verdict: {report['verdict']})")
         for problem in self.collector.schema_problems[:1]:  # a harness bug, not the image's: say so

@@ -73,6 +73,9 @@ SAMPLES: tuple[Sample, ...] = (
     Sample("broken-shutdown-exit-1", "/shutdown ends the process with exit code 1"),
     Sample("broken-shutdown-ignored", "/shutdown answers 202 but the process never exits"),
     Sample("broken-no-command", "the image has no CMD or ENTRYPOINT", target="no-command"),
+    Sample("broken-memory-hog", "/run uses 512 MiB, twice the memory model.yaml declares"),
+    Sample("broken-output-media-type", "/run writes results.json, declared application/json, as plain text"),
+    Sample("langid-close-to-timeout", "", ready_after=14),  # 14 s of its 20 s status timeout
     Sample("hostile-log-flood", "", hostile="writes 256 MiB of log at start", log_flood_mib=256),
     Sample(
         "hostile-log-flood-1g", "", hostile="writes 1 GiB of log at start", log_flood_mib=1024, on_demand=True

@@ -77,6 +77,16 @@ def write_hostile_output(variant: str, path: Path, text: str) -> None:
             out.truncate(HUGE_OUTPUT_BYTES)
 
 
+HOG_BYTES = 512 * 2**20  # twice the 256M the sample declares
+
+
+def hog() -> None:
+    """Touch more memory than model.yaml declares: the engine's out-of-memory killer ends the worker."""
+    block = bytearray(HOG_BYTES)
+    for offset in range(0, HOG_BYTES, 4096):
+        block[offset] = 1
+
+
 def litter(*job_dirs: Path) -> None:
     """Directories with guessable names, a file in each, next to the job's directories."""
     for parent in sorted({d.parent for d in job_dirs}):
@@ -216,6 +226,8 @@ def create_app(variant: str, ready_at: float) -> Flask:
             limit = spec.get("maxSize")
             if limit is not None and len(data) > parse_size(limit):
                 raise JobError(422, f"the input is larger than the {limit} limit")
+            if variant == "broken-memory-hog":
+                hog()
             try:
                 result = model().predict(data)
             except InputRejected as exc:
@@ -224,6 +236,9 @@ def create_app(variant: str, ready_at: float) -> Flask:
                 (out_name,) = outputs
                 text = json.dumps(result, indent=2, sort_keys=True) + "\n"
                 try:
+                    if variant == "broken-output-media-type":
+                        # Declared application/json; written as YAML-like text.
+                        text = "".join(f"{key}: {value}\n" for key, value in sorted(result.items()))
                     if variant in HOSTILE_OUTPUTS:
                         write_hostile_output(variant, output_dir / out_name, text)
                     else:
