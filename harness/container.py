@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import random
 import tarfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ PORT_LOOK_EVERY = 1.0  # seconds between looks at what the container listens on,
 PORT_SURE_AFTER = 2.0  # listening only elsewhere for this long: it will not change
 DEFAULT_MEMORY = 2**30  # without a model.yaml: 1 GiB, 1 CPU (docs/contract.md#resources)
 DEFAULT_CPUS = 1.0
+EXIT_WAIT = 600.0  # seconds of one wait request for the container's exit, asked again after
 PIDS_LIMIT = 1024  # always: a fork bomb stays inside the container
 PUBLISH_HOST = "127.0.0.1"
 
@@ -94,6 +96,8 @@ class ModelContainer:
         self.container: Container | None = None
         self.http: ModelClient | None = None
         self.started_at: float | None = None  # time.monotonic() once the engine started it
+        self._exited = threading.Event()
+        self._exit_status: int | None = None
 
     def __enter__(self) -> ModelContainer:
         try:
@@ -150,6 +154,10 @@ class ModelContainer:
         except docker.errors.APIError as exc:
             raise SetupError(f"the engine could not start the image: {exc.explanation or exc}") from None
         self.started_at = began  # only once the engine did start it
+        watcher = threading.Thread(
+            target=self._watch_exit, args=(container.id,), name="psc-harness-exit", daemon=True
+        )
+        watcher.start()
         bindings = (container.ports or {}).get(f"{self.model_port}/tcp") or []
         if bindings:
             self.http = ModelClient(PUBLISH_HOST, int(bindings[0]["HostPort"]))
@@ -184,10 +192,10 @@ class ModelContainer:
                 if seen.last.status == 200 and seen.last.answered:  # the whole answer, in time
                     seen.ready = True
                     break
-            state = self.state()
-            if state.get("Status") not in ("created", "running"):
-                seen.exit_code = int(state.get("ExitCode") or 0)
-                seen.oom_killed = bool(state.get("OOMKilled"))
+            code = self.exit_code()
+            if code is not None:
+                seen.exit_code = code
+                seen.oom_killed = bool(self.state().get("OOMKilled"))
                 break
             if time.monotonic() >= deadline:
                 break
@@ -238,18 +246,27 @@ class ModelContainer:
         except (docker.errors.APIError, requests.RequestException):
             return False
 
+    def _watch_exit(self, container_id: str) -> None:
+        """Wait for the container's exit on a thread of its own: one long request, no polling."""
+        while self.container is not None:
+            try:
+                result = self._client.api.wait(container_id, timeout=EXIT_WAIT)
+            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+                continue  # still running; ask again
+            except docker.errors.APIError:
+                return  # removed: nobody asks any more
+            self._exit_status = int(result.get("StatusCode", -1))
+            self._exited.set()
+            return
+
     def exit_code(self) -> int | None:
-        """The exit code if the container has stopped, else None."""
-        state = self.state()
-        return None if state.get("Status") in ("created", "running") else int(state.get("ExitCode") or 0)
+        """The exit code if the container has stopped, else None (known at once, without a request)."""
+        return self._exit_status if self._exited.is_set() else None
 
     def wait_exit(self, timeout: float) -> int | None:
         """The exit code, or None if the process is still running after ``timeout``."""
-        assert self.container is not None
-        try:
-            return int(self.container.wait(timeout=timeout)["StatusCode"])
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-            return None
+        self._exited.wait(timeout)
+        return self.exit_code()
 
     def kill(self) -> None:
         if self.container is not None:

@@ -43,6 +43,7 @@ class ResourceSampler:
         self._container = container
         self._every = every
         self._stop = threading.Event()
+        self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._began = time.monotonic()
         self.figures = figures  # shared by the samplers of a model that is started again
@@ -53,11 +54,15 @@ class ResourceSampler:
         self._thread.start()
 
     def _loop(self) -> None:
+        # Only this thread asks the engine: a stats read may wait for the engine's next
+        # collection cycle (up to a second), which the checks must never wait for.
         while not self._stop.is_set():
-            self.sample()
+            working = self.sample()
+            if self._ready.is_set() and self.figures.at_ready_bytes is None and working is not None:
+                self.figures.at_ready_bytes = working
             self._stop.wait(self._every)
 
-    def sample(self) -> int | None:
+    def sample(self) -> int | None:  # on the sampler's thread
         """Read the stats once; the working set now, or None when they cannot be read."""
         if self._container.container is None:
             return None
@@ -72,6 +77,8 @@ class ResourceSampler:
         detail = memory.get("stats") or {}
         working = int(usage) - int(detail.get("total_inactive_file", detail.get("inactive_file", 0)) or 0)
         figures = self.figures
+        if self._stop.is_set():
+            return None  # the model is being stopped: its way out is not what it uses
         figures.samples += 1
         figures.peak_bytes = max(figures.peak_bytes or 0, working)
         if memory.get("max_usage"):
@@ -84,15 +91,13 @@ class ResourceSampler:
         return working
 
     def mark_ready(self) -> None:
-        self.figures.at_ready_bytes = self.sample()
+        """The next sample is the memory at ready (taken by the sampler, not by the caller)."""
+        self._ready.set()
 
     def stop(self) -> None:
-        if self._thread is not None and not self._stop.is_set():
-            self.sample()  # the last figures before the model is asked to stop
+        """Stop sampling; a read under way ends on its own, its figures no longer counted."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2 * self._every + 5)
-            self._thread = None
+        self._thread = None
 
 
 def sniff(content: bytes) -> str | None:
