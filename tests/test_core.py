@@ -180,7 +180,7 @@ def test_layouts_the_vendor_template_uses(tmp_path: Path) -> None:
 def test_ambiguous_files_are_an_error(tmp_path: Path) -> None:
     data = make(tmp_path, {"examples/one/image.png": "", "examples/one/image.jpg": ""})
     (case,) = cases.discover(data).cases
-    with pytest.raises(SetupError, match="image.jpg, image.png could each be image"):
+    with pytest.raises(SetupError, match=r"image\.jpg, image\.png could each be image"):
         cases.resolve_inputs(case, ("image",))
 
 
