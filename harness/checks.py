@@ -106,6 +106,16 @@ def same_root(run: ImageRun, reason: str) -> str:
     return reason if first == current else f"the same as {first}: {reason}"
 
 
+def planned_jobs(run: ImageRun) -> list[dict[str, Any]]:
+    """The inputs of every job the battery's /run checks will make, in one list."""
+    if run.metadata is None:
+        return []
+    planned: list[dict[str, Any]] = [dict(run.case_inputs(case)) for case in run.cases]
+    example = example_inputs(run)
+    planned += [example, example] if example is not None else []  # wrong-type-400, output-written
+    return [*planned, {}]  # missing-input-400
+
+
 def require_metadata(run: ImageRun) -> tuple[str, ...]:
     if run.metadata_error is not None:
         raise NotRun("model.yaml is not usable (see image.model-yaml)")

@@ -61,6 +61,8 @@ class CheckItem(pytest.Item):
         __tracebackhide__ = True
         with self.run.checking(self.check.id) as record:
             self.evidence = record.evidence
+            if self.check.phase == checks.RUN and self.run.metadata is not None:
+                self.run.prestage(checks.planned_jobs(self.run))  # once, for the whole battery
             self.check.func(self.run)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:

@@ -15,7 +15,7 @@ import secrets
 import tarfile
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -91,28 +91,35 @@ class JobDirs:
 
 def stage(container: ModelContainer, inputs: Mapping[str, bytes | Path]) -> JobDirs:
     """Create the job's directories in the container, with its input files."""
-    name = f"psc-job-{secrets.token_hex(8)}"
+    return stage_many(container, [inputs])[0]
+
+
+def stage_many(container: ModelContainer, jobs: Sequence[Mapping[str, bytes | Path]]) -> list[JobDirs]:
+    """Create several jobs' directories with one copy into the container (each copy costs
+    the engine a mount of the container's file system, whatever its size)."""
+    names = [f"psc-job-{secrets.token_hex(8)}" for _ in jobs]
     now = time.time()
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
         with tarfile.open(fileobj=spool, mode="w", format=tarfile.PAX_FORMAT) as archive:
-            # The model may run as any user: inputs readable, the output directory writable.
-            for directory, mode in ((name, 0o755), (f"{name}/in", 0o755), (f"{name}/out", 0o777)):
-                info = tarfile.TarInfo(directory)
-                info.type, info.mode, info.mtime = tarfile.DIRTYPE, mode, now
-                archive.addfile(info)
-            for file_name, content in inputs.items():
-                info = tarfile.TarInfo(f"{name}/in/{file_name}")
-                info.mode, info.mtime = 0o644, now
-                if isinstance(content, Path):
-                    info.size = content.stat().st_size
-                    with content.open("rb") as stream:
-                        archive.addfile(info, stream)
-                else:
-                    info.size = len(content)
-                    archive.addfile(info, io.BytesIO(content))
+            for name, inputs in zip(names, jobs, strict=True):
+                # The model may run as any user: inputs readable, the output directory writable.
+                for directory, mode in ((name, 0o755), (f"{name}/in", 0o755), (f"{name}/out", 0o777)):
+                    info = tarfile.TarInfo(directory)
+                    info.type, info.mode, info.mtime = tarfile.DIRTYPE, mode, now
+                    archive.addfile(info)
+                for file_name, content in inputs.items():
+                    info = tarfile.TarInfo(f"{name}/in/{file_name}")
+                    info.mode, info.mtime = 0o644, now
+                    if isinstance(content, Path):
+                        info.size = content.stat().st_size
+                        with content.open("rb") as stream:
+                            archive.addfile(info, stream)
+                    else:
+                        info.size = len(content)
+                        archive.addfile(info, io.BytesIO(content))
         spool.seek(0)
         container.put_archive("/", spool)
-    return JobDirs(f"/{name}", f"/{name}/in", f"/{name}/out")
+    return [JobDirs(f"/{name}", f"/{name}/in", f"/{name}/out") for name in names]
 
 
 def collect(
