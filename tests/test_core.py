@@ -253,3 +253,43 @@ def test_timeout_margins_warn() -> None:
     assert any(w.startswith("ready after 15.0 s of the 20 s status timeout (25% left") for w in warnings)
     assert any("declares 1 GPU(s)" in w for w in warnings)
     assert not any("slowest" in w for w in warnings)
+
+
+# -- the per-image time bound -------------------------------------------------------------------
+
+BOUND_SCRIPT = """
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a shell's background job
+from harness import bound
+from harness.collect import CheckItem
+
+class Run:
+    label = "slow:1"
+    def bound(self, run_checks):
+        return 0.5
+
+item = object.__new__(CheckItem)  # only its run is read
+item.run = Run()
+stopped = []
+timer = bound.TimeBound({}, stopped.append)
+began = time.monotonic()
+wrapper = timer.pytest_runtest_call(item)
+next(wrapper)
+try:
+    time.sleep(30)  # a check that never ends by itself
+except bound.BoundExceeded:
+    print(f"stopped after {time.monotonic() - began:.1f} s: {stopped[0]}")
+    sys.exit(0)
+sys.exit(1)
+"""
+
+
+def test_the_bound_stops_a_check_even_with_sigint_ignored() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", BOUND_SCRIPT], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "slow:1 ran past its bound of 0 s and was stopped" in result.stdout
+    seconds = float(result.stdout.split("after ")[1].split(" s")[0])
+    assert seconds < 10, result.stdout
