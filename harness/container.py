@@ -23,6 +23,7 @@ import requests
 import urllib3.exceptions
 from docker.models.containers import Container
 
+from .engine import Engine, resolve
 from .errors import SetupError
 from .http import Exchange as Exchange
 from .http import ModelClient, Outcome
@@ -38,7 +39,8 @@ DEFAULT_MEMORY = 2**30  # without a model.yaml: 1 GiB, 1 CPU (docs/contract.md#r
 DEFAULT_CPUS = 1.0
 EXIT_WAIT = 600.0  # seconds of one wait request for the container's exit, asked again after
 PIDS_LIMIT = 1024  # always: a fork bomb stays inside the container
-PUBLISH_HOST = "127.0.0.1"
+NO_CONNECTION = "no connection within the timeout"  # http.py's detail of a connect timeout
+_LOOPBACK6 = "00000000000000000000000001000000"  # ::1 as /proc/net/tcp6 spells it
 
 
 def random_model_port() -> int:
@@ -86,8 +88,10 @@ class ModelContainer:
         labels: dict[str, str],
         limits: Limits | None = None,
         name_prefix: str = "psc-model",
+        engine: Engine | None = None,
     ) -> None:
         self._client = client
+        self.engine = engine or resolve()  # where the port is published and reached
         self.image_id = image_id
         self.labels = labels
         self.limits = limits or Limits()
@@ -98,6 +102,7 @@ class ModelContainer:
         self.started_at: float | None = None  # time.monotonic() once the engine started it
         self._exited = threading.Event()
         self._exit_status: int | None = None
+        self.published_at: str | None = None  # host address:port, as the engine published it
 
     def __enter__(self) -> ModelContainer:
         try:
@@ -122,7 +127,7 @@ class ModelContainer:
                     self.image_id,
                     name=self.name,
                     environment={"PSC_MODEL_PORT": str(self.model_port)},
-                    ports={f"{self.model_port}/tcp": (PUBLISH_HOST, None)},
+                    ports=self.engine.port_bindings(self.model_port),
                     labels=self.labels,
                     privileged=False,
                     pids_limit=PIDS_LIMIT,
@@ -160,7 +165,13 @@ class ModelContainer:
         watcher.start()
         bindings = (container.ports or {}).get(f"{self.model_port}/tcp") or []
         if bindings:
-            self.http = ModelClient(PUBLISH_HOST, int(bindings[0]["HostPort"]))
+            host_ip, host_port = str(bindings[0].get("HostIp") or "0.0.0.0"), int(bindings[0]["HostPort"])
+            self.published_at = f"{host_ip}:{host_port}"
+            self.http = ModelClient(self.engine.reach_host, host_port)
+
+    @property
+    def reached_at(self) -> str | None:
+        return f"{self.http.host}:{self.http.port}" if self.http is not None else None
 
     def state(self) -> dict[str, Any]:
         assert self.container is not None
@@ -177,6 +188,7 @@ class ModelContainer:
         seen = Readiness()
         interval = POLL_START
         elsewhere_since: float | None = None
+        unreachable_since: float | None = None  # the port not reached while the model listens on it
         next_look = time.monotonic() + PORT_LOOK_EVERY
         while True:
             now = time.monotonic()
@@ -185,7 +197,7 @@ class ModelContainer:
                 seen.last = self.http.request("GET", "/status", timeout=max(deadline - now, 0.05))
                 seen.polls += 1
                 since_start = time.monotonic() - self.started_at
-                if seen.first_accept_seconds is None and seen.last.outcome is not Outcome.REFUSED:
+                if seen.first_accept_seconds is None and not _not_connected(seen.last):
                     seen.first_accept_seconds = since_start
                 if seen.first_answer_seconds is None and seen.last.status is not None:
                     seen.first_answer_seconds = since_start
@@ -200,9 +212,16 @@ class ModelContainer:
             if time.monotonic() >= deadline:
                 break
             refused = seen.last is None or seen.last.outcome is Outcome.REFUSED or seen.last.status is None
+            not_reached = seen.first_accept_seconds is None and _not_connected(seen.last)
+            if not not_reached:
+                unreachable_since = None
+            elif seen.last is not None and seen.last.outcome is not Outcome.REFUSED:
+                # Timed out or unroutable: the network's doing (a port nothing listens on is refused).
+                unreachable_since = unreachable_since or time.monotonic()
             if refused and time.monotonic() >= next_look:
                 next_look = time.monotonic() + PORT_LOOK_EVERY
-                ports = self.listening_ports()
+                listening = self._listening()
+                ports = set(listening)
                 if ports and self.model_port not in ports:
                     elsewhere_since = elsewhere_since or time.monotonic()
                     if time.monotonic() - elsewhere_since >= PORT_SURE_AFTER:
@@ -210,26 +229,44 @@ class ModelContainer:
                         break
                 else:
                     elsewhere_since = None
+                if not_reached and listening.get(self.model_port):
+                    # The model listens beyond its loopback, yet its published port refuses: not reached.
+                    unreachable_since = unreachable_since or time.monotonic()
+            if unreachable_since is not None and time.monotonic() - unreachable_since >= PORT_SURE_AFTER:
+                assert seen.last is not None and self.http is not None
+                raise self.engine.unreachable_port(
+                    f"{self.http.host}:{self.http.port}", seen.last.detail, self.published_at or "?"
+                )
             time.sleep(min(interval, max(deadline - time.monotonic(), 0)))
             interval = min(interval * 2, POLL_CAP)
         seen.seconds = time.monotonic() - self.started_at
         return seen
 
-    def listening_ports(self) -> set[int]:
-        """The TCP ports something in the container listens on (empty when it cannot tell)."""
+    def listening_ports(self, *, beyond_loopback: bool = False) -> set[int]:
+        """The TCP ports something in the container listens on (empty when it cannot tell).
+
+        ``beyond_loopback``: only those listened on at an address other than the container's
+        loopback, the only ones the engine's published port can lead to.
+        """
+        return {port for port, outside in self._listening().items() if outside or not beyond_loopback}
+
+    def _listening(self) -> dict[int, bool]:
+        """Each listening TCP port, and whether it listens beyond the container's loopback."""
         assert self.container is not None
         try:
             result = self.container.exec_run(["cat", "/proc/net/tcp", "/proc/net/tcp6"], demux=False)
         except docker.errors.APIError:
-            return set()
+            return {}
         if result.exit_code not in (0, 1) or not result.output:
-            return set()
-        ports = set()
+            return {}
+        ports: dict[int, bool] = {}
         for line in result.output.decode("ascii", errors="replace").splitlines()[:10_000]:
             fields = line.split()
             if len(fields) > 3 and fields[3] == "0A" and ":" in fields[1]:  # 0A: LISTEN
+                address, port = fields[1].rsplit(":", 1)
                 with contextlib.suppress(ValueError):
-                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+                    number = int(port, 16)
+                    ports[number] = ports.get(number, False) or not _loopback(address)
         return ports
 
     def oom_since(self, since: float) -> bool:
@@ -349,6 +386,20 @@ class ModelContainer:
             container, self.container = self.container, None
             with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True, v=True)  # v: the image's anonymous volumes too
+
+
+def _loopback(address: str) -> bool:
+    """127.0.0.0/8 (little-endian hex, its first byte last) or ::1, as /proc/net/tcp spells them."""
+    return (len(address) == 8 and address.endswith("7F")) or address == _LOOPBACK6
+
+
+def _not_connected(exchange: Exchange | None) -> bool:
+    """The connection itself failed (refused, timed out, unroutable): the server was not reached."""
+    if exchange is None:
+        return False
+    if exchange.outcome in (Outcome.REFUSED, Outcome.FAILED):
+        return True
+    return exchange.outcome is Outcome.TIMED_OUT and exchange.detail == NO_CONNECTION
 
 
 class _LogFrames:

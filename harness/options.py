@@ -8,6 +8,7 @@ from pathlib import Path
 EXIT_NOT_EVALUATED = 6  # the image could not be evaluated at all: not a verdict on it
 PASSWORD_ENV = "PSC_REGISTRY_PASSWORD"
 USERNAME_ENV = "PSC_REGISTRY_USERNAME"
+ENGINE_HOST_ENV = "PSC_ENGINE_HOST"
 DEFAULT_SHUTDOWN_TIMEOUT = 15.0
 PULL_POLICIES = ("always", "missing", "never")
 
@@ -37,3 +38,4 @@ class RunOptions:
     compare_bytes: bool = False  # expected outputs byte for byte, even when declared JSON
     margin: float = 0.5  # the share of each timeout that should be left (a warning otherwise)
     strict: bool = False  # rehearsal warnings fail the image
+    engine_host: str | None = None  # where the engine's published ports are reached (default: engine.py)

@@ -16,7 +16,7 @@ from pathlib import Path
 import docker
 
 from . import cases as casedata
-from . import images, jobs, reaper
+from . import engine, images, jobs, reaper
 from .container import Limits, ModelContainer, Readiness
 from .errors import CheckSkipped, Nonconformance, NotRun, SetupError
 from .http import Exchange
@@ -69,6 +69,7 @@ class ImageRun:
         self.session_id = session_id or uuid.uuid4().hex[:12]
         self.progress = progress  # live lines while an image is uploaded
         self.observed = Observation(source.label, source.reference, source.source)
+        self.engine: engine.Engine | None = None
         self.client: docker.DockerClient | None = None
         self.image: images.PreparedImage | None = None
         self.metadata: ModelMetadata | None = None
@@ -178,11 +179,13 @@ class ImageRun:
             self.observed.model_yaml_note = f"model.yaml from {self.options.model_yaml}"
             given_yaml = read_metadata_text(self.options.model_yaml)
             self._use_metadata(given_yaml, str(self.options.model_yaml))
-        self.client = images.connect()
+        self.engine = engine.resolve(self.options.engine_host)
+        self.client = self.engine.connect()
         try:
             self.observed.engine_version = str(self.client.version().get("Version"))
         except Exception as exc:
-            raise SetupError(f"cannot reach the Docker engine: {images.reason(exc)}") from None
+            where = self.engine.where
+            raise SetupError(f"cannot reach the Docker engine {where}: {images.reason(exc)}") from None
         # What runs killed outright left behind goes first (never a live run's).
         with contextlib.suppress(docker.errors.DockerException, OSError):
             self.observed.reaped = reaper.reap(self.client)
@@ -319,7 +322,11 @@ class ImageRun:
         if self.container is None:
             assert self.client is not None and self.image is not None
             container = ModelContainer(
-                self.client, self.image.image_id, labels=labels(self.session_id), limits=self.limits
+                self.client,
+                self.image.image_id,
+                labels=labels(self.session_id),
+                limits=self.limits,
+                engine=self.engine,
             )
             self.container = container  # registered first: removed at close even if creating fails
             container.create()
@@ -345,6 +352,7 @@ class ImageRun:
             details.update(
                 modelPort=container.model_port, memoryBytes=limits.memory_bytes, cpus=limits.cpu_count
             )
+            details.update(publishedAt=container.published_at, reachedAt=container.reached_at)
         if self.rehearsal is None:
             self.rehearsal = Rehearsal(
                 limits.memory_bytes,
@@ -372,7 +380,11 @@ class ImageRun:
         if self.readiness is None:
             container = self.start()
             with timed(self.observed.load_steps, 3, CHECKING, 66) as details:
-                readiness = container.wait_ready(self.status_timeout)
+                try:
+                    readiness = container.wait_ready(self.status_timeout)
+                except SetupError as exc:  # its port cannot be reached: the image is not evaluated
+                    self.setup_error = exc
+                    raise
                 details.update(
                     polls=readiness.polls,
                     statusTimeoutSeconds=self.status_timeout,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 
 from .options import (
     DEFAULT_SHUTDOWN_TIMEOUT,
+    ENGINE_HOST_ENV,
     PASSWORD_ENV,
     PULL_POLICIES,
     USERNAME_ENV,
@@ -95,6 +98,14 @@ OPTIONS: tuple[Option, ...] = (
         "compare expected outputs byte for byte, also those declared JSON (default: as JSON values)",
         "flag",
     ),
+    Option(
+        "--engine-host",
+        "model_engine_host",
+        "host where the engine's published ports are reached "
+        "(default: 127.0.0.1 for a local engine, else the host of DOCKER_HOST or of the docker context)",
+        metavar="HOST",
+        env=ENGINE_HOST_ENV,
+    ),
 )
 
 
@@ -160,6 +171,21 @@ def _path(config: pytest.Config, raw: str, source: str) -> Path:
     return Path(raw) if Path(raw).is_absolute() else (base / raw).resolve()
 
 
+def _host(raw: str, source: str) -> str:
+    """A host name or address (IPv6 with or without brackets): no scheme, port or path."""
+    host = raw.strip().removeprefix("[").removesuffix("]")
+    try:
+        if ":" in host:
+            ipaddress.IPv6Address(host)
+        elif not re.fullmatch(r"[A-Za-z0-9_.-]+", host):
+            raise ValueError(host)
+    except ValueError:
+        raise pytest.UsageError(
+            f"{source}: expected a host name or address (no scheme, port or path), got {raw!r}"
+        ) from None
+    return host
+
+
 def resolve(config: pytest.Config, stdin_password: str | None = None) -> Settings:
     values = {option.flag: _value(config, option) for option in OPTIONS}
 
@@ -212,6 +238,9 @@ def resolve(config: pytest.Config, stdin_password: str | None = None) -> Setting
             raise pytest.UsageError(
                 f"{margin_source}: expected a share such as 50% or 0.5, got {text[:40]!r}"
             )
+    engine_host, engine_host_source = values["--engine-host"]
+    if engine_host is not None:
+        engine_host = _host(str(engine_host), engine_host_source)
 
     options = RunOptions(
         model_yaml=path("--model-yaml"),
@@ -225,6 +254,7 @@ def resolve(config: pytest.Config, stdin_password: str | None = None) -> Setting
         compare_bytes=bool(values["--compare-bytes"][0]),
         margin=margin,
         strict=bool(values["--strict-rehearsal"][0]),
+        engine_host=engine_host,
     )
     report_dir = path("--conformance-report") or config.invocation_params.dir / "reports"
     if report_dir.exists() and not report_dir.is_dir():
