@@ -13,7 +13,7 @@ import random
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -312,8 +312,8 @@ class ModelContainer:
 
     # -- files, through the engine's archive endpoint ------------------------------------
 
-    def put_archive(self, path: str, archive: IO[bytes]) -> None:
-        """Unpack a TAR stream at ``path`` inside the container."""
+    def put_archive(self, path: str, archive: bytes | IO[bytes] | Iterable[bytes]) -> None:
+        """Unpack a TAR (bytes, a file or an iterable of chunks) at ``path`` inside the container."""
         assert self.container is not None
         try:
             if not self.container.put_archive(path, archive):

@@ -10,20 +10,21 @@ directory or a special file is reported as what it is, and never followed.
 from __future__ import annotations
 
 import hashlib
-import io
 import secrets
 import tarfile
-import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from .container import ModelContainer
+from .errors import SetupError
 from .http import Exchange
 
-SPOOL_IN_MEMORY = 8 * 2**20  # a job's input archive larger than this is spooled to an unnamed file
+IN_MEMORY = 8 * 2**20  # a job's input archive up to this size is sent as one body, a larger one streamed
+READ_CHUNK = 2**20
+END_BLOCKS = 2 * tarfile.BLOCKSIZE  # a TAR ends with two zero blocks
 OUTPUT_KEEP = 32 * 2**20  # the most of one output held in memory
 OUTPUT_SKIP = 256 * 2**20  # an oversized output larger than this ends the reading of the archive
 LISTED_OUTPUTS = 100  # names of undeclared outputs kept for the report
@@ -98,28 +99,67 @@ def stage_many(container: ModelContainer, jobs: Sequence[Mapping[str, bytes | Pa
     """Create several jobs' directories with one copy into the container (each copy costs
     the engine a mount of the container's file system, whatever its size)."""
     names = [f"psc-job-{secrets.token_hex(8)}" for _ in jobs]
-    now = time.time()
-    with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
-        with tarfile.open(fileobj=spool, mode="w", format=tarfile.PAX_FORMAT) as archive:
-            for name, inputs in zip(names, jobs, strict=True):
-                # The model may run as any user: inputs readable, the output directory writable.
-                for directory, mode in ((name, 0o755), (f"{name}/in", 0o755), (f"{name}/out", 0o777)):
-                    info = tarfile.TarInfo(directory)
-                    info.type, info.mode, info.mtime = tarfile.DIRTYPE, mode, now
-                    archive.addfile(info)
-                for file_name, content in inputs.items():
-                    info = tarfile.TarInfo(f"{name}/in/{file_name}")
-                    info.mode, info.mtime = 0o644, now
-                    if isinstance(content, Path):
-                        info.size = content.stat().st_size
-                        with content.open("rb") as stream:
-                            archive.addfile(info, stream)
-                    else:
-                        info.size = len(content)
-                        archive.addfile(info, io.BytesIO(content))
-        spool.seek(0)
-        container.put_archive("/", spool)
+    archive = _InputArchive(list(zip(names, jobs, strict=True)), time.time())
+    # Small: one body in memory. Large: streamed as it is read, never spooled to the host's disk.
+    container.put_archive("/", archive.read_all() if len(archive) <= IN_MEMORY else archive)
     return [JobDirs(f"/{name}", f"/{name}/in", f"/{name}/out") for name in names]
+
+
+class _InputArchive:
+    """Jobs' directories and input files as a TAR stream of known length, made as it is sent.
+
+    The model may run as any user: inputs are readable, the output directory writable.
+    """
+
+    def __init__(self, jobs: Sequence[tuple[str, Mapping[str, bytes | Path]]], now: float) -> None:
+        self._entries: list[tuple[bytes, bytes | Path | None, int]] = []
+        for name, inputs in jobs:
+            for directory, mode in ((name, 0o755), (f"{name}/in", 0o755), (f"{name}/out", 0o777)):
+                info = tarfile.TarInfo(directory)
+                info.type, info.mode, info.mtime = tarfile.DIRTYPE, mode, now
+                self._entries.append((_header(info), None, 0))
+            for file_name, content in inputs.items():
+                info = tarfile.TarInfo(f"{name}/in/{file_name}")
+                info.mode, info.mtime = 0o644, now
+                info.size = content.stat().st_size if isinstance(content, Path) else len(content)
+                self._entries.append((_header(info), content, info.size))
+        self._length = sum(len(h) + size + _padding(size) for h, _, size in self._entries) + END_BLOCKS
+
+    def __len__(self) -> int:  # requests sends it with a Content-Length, not chunked
+        return self._length
+
+    def __iter__(self) -> Iterator[bytes]:
+        for header, content, size in self._entries:
+            yield header
+            if isinstance(content, Path):
+                yield from _file_chunks(content, size)
+            elif content is not None:
+                yield bytes(content)
+            yield b"\0" * _padding(size)
+        yield b"\0" * END_BLOCKS
+
+    def read_all(self) -> bytes:
+        return b"".join(self)
+
+
+def _header(info: tarfile.TarInfo) -> bytes:
+    return info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
+
+
+def _padding(size: int) -> int:
+    return -size % tarfile.BLOCKSIZE
+
+
+def _file_chunks(path: Path, size: int) -> Iterator[bytes]:
+    """Exactly ``size`` bytes of the file, as its TAR header announced them."""
+    left = size
+    with path.open("rb") as stream:
+        while left:
+            chunk = stream.read(min(READ_CHUNK, left))
+            if not chunk:
+                raise SetupError(f"the input file {path} shrank while it was copied into the container")
+            left -= len(chunk)
+            yield chunk
 
 
 def collect(

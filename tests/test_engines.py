@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -557,3 +558,37 @@ def registry(workdir: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.mark.docker
+def test_a_large_input_is_streamed_to_the_second_engine_intact(
+    samples: list[str],
+    engine2: second_engine.SecondEngine,
+    engine2_client: docker.DockerClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from harness import jobs
+    from harness.container import ModelContainer
+    from harness.labels import labels
+
+    source = tmp_path / "input.bin"
+    source.write_bytes(os.urandom(24 * 2**20))  # over jobs.IN_MEMORY: streamed as it is read
+
+    def no_host_file(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the input was spooled to a file of the host")
+
+    for name in ("TemporaryFile", "SpooledTemporaryFile", "NamedTemporaryFile", "mkstemp", "mkdtemp"):
+        monkeypatch.setattr(f"tempfile.{name}", no_host_file)
+    where = engine.resolve(None, engine2.env())
+    tag = build.Sample("langid-non-root", "").tag
+    with ModelContainer(engine2_client, tag, labels=labels("engines-test"), engine=where) as container:
+        assert container.container is not None
+        dirs = jobs.stage(container, {"input.bin": source, "input.txt": b"Bonjour"})
+        check = f"sha256sum {dirs.input_dir}/input.bin && touch {dirs.output_dir}/x && id -u"
+        result = container.container.exec_run(["sh", "-c", check])
+    assert result.exit_code == 0, result.output
+    digest, user = result.output.decode().split()[0], result.output.decode().split()[-1]
+    assert digest == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert user != "0"  # a non-root model can write its outputs
+    assert left_by(engine2_client) == []
