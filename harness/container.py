@@ -146,9 +146,23 @@ class ModelContainer:
             try:
                 self.container.update(**limits.engine_options())
             except docker.errors.APIError as exc:
+                if exc.status_code in (404, 405, 501) and self._still_there():
+                    # An engine without the update endpoint (Podman 4's Docker API): create it anew.
+                    container, self.container = self.container, None
+                    container.remove(force=True, v=True)
+                    self.create()
+                    return
                 raise SetupError(
                     f"the engine refused the declared resources: {exc.explanation or exc}"
                 ) from None
+
+    def _still_there(self) -> bool:
+        assert self.container is not None
+        try:
+            self.container.reload()
+        except docker.errors.NotFound:
+            return False
+        return True
 
     def start(self) -> None:
         container = self.create()
