@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Debian packages the test suite uses: a headless browser to look at the HTML report, and
-# the CNCF distribution registry to pull images from.
+# Debian packages the test suite uses: a headless browser to look at the HTML report, the
+# CNCF distribution registry to pull images from, and Podman (its Docker-compatible API).
 # Installs what is missing when it can (root and apt); otherwise says what the tests will skip.
 set -euo pipefail
 
-packages=(chromium fonts-dejavu-core docker-registry)
+packages=(chromium fonts-dejavu-core docker-registry podman netavark)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import docker
 import docker.errors
+import requests
 
 from harness.labels import owner_gone, owner_token
 
@@ -162,9 +163,14 @@ def _start(directory: Path) -> None:
     deadline = time.monotonic() + START_DEADLINE
     while True:
         if answers():
-            with contextlib.suppress(docker.errors.DockerException):
-                docker.DockerClient(base_url=URL, version="auto", timeout=5).close()
+            client = docker.DockerClient(base_url=URL, version="1.40", timeout=5)  # connects on use
+            try:
+                client.version()
                 return
+            except (docker.errors.DockerException, requests.RequestException):
+                pass
+            finally:
+                client.close()
         if process.poll() is not None or time.monotonic() > deadline:
             tail = (directory / "dockerd.log").read_text(errors="replace")[-3000:]
             raise RuntimeError(f"the second engine did not start within {START_DEADLINE:g} s:\n{tail}")

@@ -154,19 +154,26 @@ def engine2_client(engine2: second_engine.SecondEngine) -> Iterator[docker.Docke
 
 
 @pytest.fixture(scope="session")
-def samples(local: docker.DockerClient, engine2: second_engine.SecondEngine) -> list[str]:
-    """Every sample, in the local engine (built if missing) and copied into the second one."""
+def local_samples(local: docker.DockerClient) -> list[str]:
+    """Every sample, in the local engine (built if missing)."""
     missing = [s.name for s in SAMPLES if not image_present(local, s.tag)]
     if missing:
         build.build_all(local, missing)
-    tags = [s.tag for s in SAMPLES]
-    engine2.load(local, tags)
-    return tags
+    return [s.tag for s in SAMPLES]
+
+
+@pytest.fixture(scope="session")
+def samples(
+    local: docker.DockerClient, local_samples: list[str], engine2: second_engine.SecondEngine
+) -> list[str]:
+    """Every sample, copied into the second engine too."""
+    engine2.load(local, local_samples)
+    return local_samples
 
 
 @pytest.fixture(scope="session")
 def fresh_tar(
-    local: docker.DockerClient, samples: list[str], tmp_path_factory: pytest.TempPathFactory
+    local: docker.DockerClient, local_samples: list[str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Path, str]]:
     """A `docker save` archive of an image that neither engine holds: the conformant one, relabelled."""
     image, _ = local.images.build(
@@ -592,3 +599,117 @@ def test_a_large_input_is_streamed_to_the_second_engine_intact(
     assert digest == hashlib.sha256(source.read_bytes()).hexdigest()
     assert user != "0"  # a non-root model can write its outputs
     assert left_by(engine2_client) == []
+
+
+# -- Podman's Docker-compatible API service ----------------------------------------------------
+
+PODMAN_SAMPLES = [
+    "langid",
+    "langid-non-root",
+    "broken-ignores-port",
+    "broken-run-no-output",
+    "broken-shutdown-exit-1",
+    "hostile-output-symlink",
+]
+# This machine refuses to set a container's RLIMIT_NOFILE and RLIMIT_NPROC to the hard limit,
+# which Podman asks for by default (runc: "error setting rlimit type 7: operation not
+# permitted"); Docker asks for none. Lower defaults, for this service only.
+PODMAN_CONF = '[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n'
+
+
+def podman_images() -> set[str]:
+    listed = subprocess.run(
+        ["podman", "images", "-q", "--no-trunc"], capture_output=True, text=True, check=True
+    ).stdout
+    return set(listed.split())
+
+
+@pytest.fixture(scope="session")
+def podman(
+    local: docker.DockerClient, local_samples: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """Podman's Docker-compatible API service, on a socket of its own; the samples loaded into it."""
+    if os.geteuid() != 0 or shutil.which("podman") is None:
+        pytest.skip("needs root and podman (tests/install-system-deps.sh installs it)")
+    work = tmp_path_factory.mktemp("podman")
+    (work / "containers.conf").write_text(PODMAN_CONF)
+    url = f"unix://{work / 'podman.sock'}"
+    before = podman_images()
+    log = (work / "service.log").open("wb")
+    service = subprocess.Popen(
+        ["podman", "system", "service", "--time=0", url],
+        env={**local_env(), "CONTAINERS_CONF": str(work / "containers.conf")},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            # A raw connection first: docker-py leaks the socket of a connection that fails.
+            with socket.socket(socket.AF_UNIX) as probe:
+                try:
+                    probe.connect(str(work / "podman.sock"))
+                    break
+                except OSError:
+                    pass
+            assert service.poll() is None, (work / "service.log").read_text()
+            assert time.monotonic() < deadline, "Podman's API service did not answer within 60 s"
+            time.sleep(0.2)
+        client = docker.DockerClient(base_url=url, version="auto", timeout=10)
+        client.close()
+        tags = [build.Sample(name, "").tag for name in PODMAN_SAMPLES]
+        save = subprocess.Popen(["docker", "save", *tags], stdout=subprocess.PIPE, env=local_env())
+        loaded = subprocess.run(["podman", "load", "-q"], stdin=save.stdout, capture_output=True)
+        assert save.stdout is not None
+        save.stdout.close()
+        assert save.wait() == 0 and loaded.returncode == 0, loaded.stderr
+        yield url
+    finally:
+        service.terminate()
+        try:
+            service.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            service.kill()
+            service.wait()
+        log.close()
+        for image in podman_images() - before:  # only what these tests brought
+            subprocess.run(["podman", "rmi", "-f", image], capture_output=True)
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("sample", PODMAN_SAMPLES)
+def test_podman_gives_the_same_verdicts(
+    sample: str, podman: str, local: docker.DockerClient, tmp_path: Path
+) -> None:
+    tag = build.Sample(sample, "").tag
+    here, there = both(
+        tmp_path, local_env(DOCKER_HOST=podman), f"--model-image={tag}", f"--model-data={DATA}", *BOUNDS
+    )
+    assert there.report is not None, there.stdout
+    assert (there.returncode, there.verdict, there.outcomes) == (
+        here.returncode,
+        here.verdict,
+        here.outcomes,
+    ), there.stdout
+    assert f"engine: {podman} (DOCKER_HOST, local)" in there.stdout
+    client = docker.DockerClient(base_url=podman, version="auto")
+    try:
+        assert left_by(client) == []
+    finally:
+        client.close()
+    assert left_by(local, here.pid) == []
+
+
+@pytest.mark.docker
+def test_podman_loads_a_tar_and_removes_it(podman: str, fresh_tar: tuple[Path, str], tmp_path: Path) -> None:
+    archive, image_id = fresh_tar
+    run = harness(tmp_path, local_env(DOCKER_HOST=podman), f"--model-tar={archive}", f"--model-data={DATA}")
+    assert run.returncode == 0, run.stdout
+    assert re.search(r"loading engines\.tar: 100\.0%", run.stdout), run.stdout
+    client = docker.DockerClient(base_url=podman, version="auto")
+    try:
+        assert not image_present(client, image_id)
+        assert left_by(client) == []
+    finally:
+        client.close()
