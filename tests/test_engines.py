@@ -43,6 +43,8 @@ SAMPLES = [s for s in build.SAMPLES if not s.on_demand]
 # The same bounds on both engines; short enough for the samples that never become ready.
 BOUNDS = ("--status-timeout=15s", "--run-timeout=20s", "--shutdown-timeout=5s")
 TEST_LABEL = "org.psc-harness.test"
+# Samples whose failing check depends on timing, not on the engine: compared by verdict.
+TIMING = {"hostile-dies-after-first-answer": "exited with code 3"}  # 0.3 s after its first answer
 ENGINE_VARIABLES = ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "PSC_ENGINE_HOST")
 
 
@@ -101,10 +103,11 @@ def left_by(client: docker.DockerClient, pid: int | None = None) -> list[str]:
     def mine(labels: dict[str, str]) -> bool:
         return pid is None or f"/{pid}/" in labels.get(OWNER_LABEL, "")
 
+    # The summaries alone: on a shared engine, a container listed may be gone before it is inspected.
     containers = [
-        f"container {c.name}"
-        for c in client.containers.list(all=True, filters={"label": LABEL})
-        if mine(c.labels)
+        f"container {c['Names'][0].lstrip('/')}"
+        for c in client.api.containers(all=True, filters={"label": LABEL})
+        if mine(c.get("Labels") or {})
     ]
     volumes = [
         f"volume {v.name}"
@@ -285,7 +288,13 @@ def test_every_sample_gets_the_same_verdict_on_both_engines(
     assert here.report is not None, here.stdout
     assert there.report is not None, there.stdout
     assert (there.returncode, there.verdict) == (here.returncode, here.verdict), there.stdout
-    assert there.outcomes == here.outcomes, there.stdout
+    if sample in TIMING:  # which check sees the exit depends on when it comes: one does, saying so
+        for run in (here, there):
+            assert run.report is not None
+            (failed,) = [c for c in run.report["checks"] if c["outcome"] == "failed"]
+            assert TIMING[sample] in failed["message"], failed
+    else:
+        assert there.outcomes == here.outcomes, there.stdout
     assert f"engine: {engine2.url} (DOCKER_HOST, remote)" in there.stdout
 
 
