@@ -13,8 +13,8 @@ import hashlib
 import secrets
 import tarfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -76,8 +76,22 @@ class JobResult:
     exchange: Exchange
     input_dir: str  # inside the container
     output_dir: str
-    outputs: dict[str, OutputFile] = field(default_factory=dict)
-    undeclared: list[str] = field(default_factory=list)
+    # Reads the output directory back: at once after a 200, on first use otherwise.
+    reader: Callable[[], tuple[dict[str, OutputFile], list[str]]] | None = None
+    _read: tuple[dict[str, OutputFile], list[str]] | None = None
+
+    def read(self) -> tuple[dict[str, OutputFile], list[str]]:
+        if self._read is None:
+            self._read = self.reader() if self.reader is not None else ({}, [])
+        return self._read
+
+    @property
+    def outputs(self) -> dict[str, OutputFile]:
+        return self.read()[0]
+
+    @property
+    def undeclared(self) -> list[str]:
+        return self.read()[1]
 
     def output(self, name: str) -> OutputFile:
         return self.outputs.get(name) or OutputFile(name, "missing")

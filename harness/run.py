@@ -465,12 +465,15 @@ class ImageRun:
                 slowest = self.rehearsal.run.seconds or 0.0
                 self.rehearsal.run.seconds = max(slowest, exchange.seconds)
             details.update(httpStatus=exchange.status, outcome=exchange.outcome.value)
-        result = jobs.JobResult(exchange, dirs.input_dir, dirs.output_dir)
-        with timed(steps, *next(number)) as details:
-            caps = {k: v or 0 for k, v in self.metadata.output_max.items()} if self.metadata else {}
-            result.outputs, result.undeclared = jobs.collect(container, dirs, caps)
-            details["outputs"] = sorted(n for n, o in result.outputs.items() if o.exists())
+        caps = {k: v or 0 for k, v in self.metadata.output_max.items()} if self.metadata else {}
+        result = jobs.JobResult(
+            exchange, dirs.input_dir, dirs.output_dir, lambda: jobs.collect(container, dirs, caps)
+        )
         if exchange.status == 200 and exchange.answered:
+            # Outputs are recorded after a success, as on the platform; an error's are read
+            # only if asked for (each read of the directory costs the engine a mount).
+            with timed(steps, *next(number)) as details:
+                details["outputs"] = sorted(n for n, o in result.outputs.items() if o.exists())
             number_, name_, percentage = next(number)
             steps.append(Step(number_, name_, percentage, time.time()))
         self.observed.jobs.append(
