@@ -18,14 +18,15 @@ import docker
 from . import cases as casedata
 from . import engine, images, jobs, reaper
 from .container import Limits, ModelContainer, Readiness
+from .declared import Declared
 from .errors import CheckSkipped, Nonconformance, NotRun, SetupError
 from .http import Exchange
 from .labels import labels
-from .metadata import ModelMetadata, load_yaml, parse_metadata
+from .metadata import ModelMetadata
 from .observe import Observation, Step, timed
 from .options import RunOptions
 from .platform import CHECKING, FAILED, FINAL_STEP, LOADING, READY, RUN_STEPS, UPLOADING
-from .rehearsal import Rehearsal, ResourceSampler, Timing, accepted
+from .rehearsal import Rehearsal, ResourceSampler, Timing
 from .sources import ImageSource
 
 DEFAULT_STATUS_TIMEOUT = 60.0
@@ -69,16 +70,14 @@ class ImageRun:
         self.session_id = session_id or uuid.uuid4().hex[:12]
         self.progress = progress  # live lines while an image is uploaded
         self.observed = Observation(source.label, source.reference, source.source)
+        self.declared = Declared(self.observed)
         self.engine: engine.Engine | None = None
         self.client: docker.DockerClient | None = None
         self.image: images.PreparedImage | None = None
-        self.metadata: ModelMetadata | None = None
-        self.cases: list[casedata.Case] = []
         self.container: ModelContainer | None = None
         self.readiness: Readiness | None = None
         self.shutdown: ShutdownResult | None = None
         self.setup_error: SetupError | None = None
-        self.metadata_error: str | None = None  # model.yaml found but unusable: image.model-yaml's finding
         self.died_during: str | None = None  # the check during which the model exited unasked
         self.root_causes: dict[str, str] = {}  # a finding's reason -> the check that found it first
         self.current: CheckRecord | None = None
@@ -167,18 +166,14 @@ class ImageRun:
     def _prepare(self) -> None:
         if self.source.error is not None:
             raise SetupError(self.source.error)
+        declared = self.declared
         if self.options.model_data is not None:
-            found = casedata.discover(self.options.model_data)
-            self.cases = found.cases
-            for kind in found.missing_kinds:
-                self.observed.warnings.append(
-                    f"{self.options.model_data} has no {kind}/<case>/ directory: those checks are skipped"
-                )
+            declared.read_cases(self.options.model_data)
         given_yaml = None
         if self.options.model_yaml is not None:
             self.observed.model_yaml_note = f"model.yaml from {self.options.model_yaml}"
             given_yaml = read_metadata_text(self.options.model_yaml)
-            self._use_metadata(given_yaml, str(self.options.model_yaml))
+            declared.use(given_yaml, str(self.options.model_yaml))
         self.engine = engine.resolve(self.options.engine_host)
         self.client = self.engine.connect()
         try:
@@ -196,92 +191,47 @@ class ImageRun:
         self.observed.image_id = self.image.image_id
         self.observed.digest = self.image.digest
         self.observed.image_bytes = self.image.size
-        if self.has_command and given_yaml is not None:
-            self._compare_model_yaml(given_yaml)
-        if self.has_command and self.metadata is None:
+        if self.has_command:
             # Read from the model's own container, created but not started: no extra container.
             created = self._created()
             assert created.container is not None
             in_image = images.read_model_yaml(created.container, self.image)
-            if in_image is not None:
+            if in_image is not None and given_yaml is not None:
+                declared.compare(given_yaml, *in_image)
+            elif in_image is not None:
                 text, where = in_image
                 self.observed.model_yaml_note = f"model.yaml found in the image at {where.split(':')[-1]}"
-                self._use_metadata(text, where)
+                declared.use(text, where)
                 created.set_limits(self.limits)
-            else:
+            elif given_yaml is None:
                 self.observed.model_yaml_note = (
                     "no model.yaml: given none, and none in the image's working directory or /opt/app; "
                     "the container gets the default limits"
                 )
-        if self.metadata is not None:
-            self.observed.model_yaml = self.metadata.source
-            for case in self.cases:  # bad test-case data is found here, before any check runs
-                self._inputs_against_declared(case, self.case_inputs(case))
-                self.case_outputs(case)
-                if case.kind == casedata.VALIDATION_ERRORS:
-                    self.case_message(case)
+        declared.check_cases()
 
-    def _inputs_against_declared(self, case: casedata.Case, inputs: dict[str, Path]) -> None:
-        """An example input outside what model.yaml declares: a warning, since it is the author's data."""
-        if case.kind != casedata.EXAMPLES:
-            return
-        assert self.metadata is not None
-        for name, path in inputs.items():
-            limit = self.metadata.input_max.get(name)
-            size = path.stat().st_size
-            if limit is not None and size > limit:
-                self.observed.warnings.append(
-                    f"example {case.name}: {name} is {size} bytes, over its declared maxSize of {limit} bytes"
-                )
-            types = self.metadata.input_types.get(name, ())
-            with path.open("rb") as stream:
-                head = stream.read(64 * 1024)
-            if types and not accepted(types, head):
-                self.observed.warnings.append(
-                    f"example {case.name}: {name} does not look like any of its acceptedMediaTypes "
-                    f"({', '.join(types)})"
-                )
+    # The author's declarations, as the checks read them.
 
-    def _compare_model_yaml(self, given: str) -> None:
-        """--model-yaml given while the image holds its own: say where they differ."""
-        assert self.image is not None
-        created = self._created()
-        assert created.container is not None
-        in_image = images.read_model_yaml(created.container, self.image)
-        if in_image is None:
-            return
-        text, where = in_image
-        with contextlib.suppress(SetupError):
-            mine, theirs = load_yaml(given, "model.yaml"), load_yaml(text, where)
-            if isinstance(mine, dict) and isinstance(theirs, dict):
-                fields = sorted(str(k) for k in {*mine, *theirs} if mine.get(k) != theirs.get(k))
-                if fields:
-                    self.observed.warnings.append(
-                        f"the model.yaml given differs from the image's {where.split(':')[-1]} in: "
-                        + ", ".join(fields[:10])
-                    )
+    @property
+    def metadata(self) -> ModelMetadata | None:
+        return self.declared.metadata
 
-    def _use_metadata(self, text: str, where: str) -> None:
-        """Parse model.yaml; its problems are image.model-yaml's finding, not the end of the run."""
-        try:
-            self.metadata = parse_metadata(text, where)
-        except SetupError as exc:
-            self.metadata_error = str(exc)
-            self.observed.problem(str(exc))
+    @property
+    def metadata_error(self) -> str | None:
+        return self.declared.metadata_error
 
-    # -- the author's cases, resolved against model.yaml's names ---------------------------
+    @property
+    def cases(self) -> list[casedata.Case]:
+        return self.declared.cases
 
     def case_inputs(self, case: casedata.Case) -> dict[str, Path]:
-        assert self.metadata is not None
-        return casedata.resolve_inputs(case, self.metadata.inputs, self.metadata.outputs)
+        return self.declared.case_inputs(case)
 
     def case_outputs(self, case: casedata.Case) -> dict[str, Path]:
-        assert self.metadata is not None
-        return casedata.expected_outputs(case, self.metadata.outputs, self.metadata.inputs)
+        return self.declared.case_outputs(case)
 
     def case_message(self, case: casedata.Case) -> str:
-        assert self.metadata is not None
-        return casedata.expected_message(case, self.metadata.inputs)
+        return self.declared.case_message(case)
 
     @property
     def has_command(self) -> bool:
