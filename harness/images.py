@@ -121,7 +121,8 @@ def from_tag(client: docker.DockerClient, ref: str) -> PreparedImage:
 def _hint(client: docker.DockerClient, ref: str) -> str:
     """What the user may have meant: the engine's nearest tags, and what a missing tag means."""
     try:
-        held = [tag for image in client.images.list() for tag in image.tags]
+        # The summaries alone: inspecting each would race with images removed meanwhile.
+        held = [tag for image in client.api.images() for tag in image.get("RepoTags") or ()]
     except docker.errors.APIError:
         held = []
     near = difflib.get_close_matches(ref if ":" in ref.rsplit("/", 1)[-1] else f"{ref}:latest", held, n=3)
