@@ -18,9 +18,11 @@ from .sources import reap_loaded
 def reap(client: docker.DockerClient) -> list[str]:
     """Remove orphaned containers (with their anonymous volumes) and the images they loaded."""
     removed: list[str] = []
-    for container in client.containers.list(all=True, filters={"label": OWNER_LABEL}):
-        if owner_gone(container.labels.get(OWNER_LABEL, "")):
+    # Summaries, not inspections: another run may remove its containers in between.
+    for summary in client.api.containers(all=True, filters={"label": OWNER_LABEL}):
+        if owner_gone((summary.get("Labels") or {}).get(OWNER_LABEL, "")):
             with contextlib.suppress(docker.errors.NotFound):
-                container.remove(force=True, v=True)
-                removed.append(f"container {container.name}")
+                client.api.remove_container(summary["Id"], force=True, v=True)
+                name = (summary.get("Names") or ["/" + summary["Id"][:12]])[0].lstrip("/")
+                removed.append(f"container {name}")
     return removed + reap_loaded(client)
