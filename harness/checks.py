@@ -43,7 +43,9 @@ def require_answer(run: ImageRun, exchange: Exchange, rule: str) -> None:
     actual = exchange.summary()
     if exchange.outcome in (Outcome.DROPPED, Outcome.REFUSED) and run.container is not None:
         # A dropped connection often means the server died: give the exit a moment to show.
-        code = run.container.wait_exit(1.0)
+        code = run.container.wait_exit(2.0)
+        if code is None:
+            run.unanswered_in = run.current.check_id if run.current else None
         if code is not None:
             run.died_during = run.current.check_id if run.current else "a check"
             oom = (

@@ -79,6 +79,7 @@ class ImageRun:
         self.shutdown: ShutdownResult | None = None
         self.setup_error: SetupError | None = None
         self.died_during: str | None = None  # the check during which the model exited unasked
+        self.unanswered_in: str | None = None  # the last check whose request was dropped or refused
         self.root_causes: dict[str, str] = {}  # a finding's reason -> the check that found it first
         self.current: CheckRecord | None = None
         self.rehearsal: Rehearsal | None = None
@@ -108,6 +109,8 @@ class ImageRun:
         """Count an earlier exchange as evidence of the check running now (the /status it judges)."""
         if self.current is not None and exchange is not None and exchange not in self.current.evidence:
             self.current.evidence.append(exchange)
+        if exchange is not None and exchange.answered:
+            self.unanswered_in = None  # the model answered since: a later exit is news
 
     def require_alive(self) -> None:
         """An exit that nobody asked for is the finding of the check that sees it."""
@@ -119,6 +122,10 @@ class ImageRun:
         code = container.exit_code()
         if code is None:
             return
+        if self.unanswered_in is not None and self.unanswered_in != (self.current and self.current.check_id):
+            # One root cause, one failure: the check left unanswered saw this exit first.
+            self.died_during = self.unanswered_in
+            raise NotRun(f"the model exited with code {code} during {self.died_during}, which failed")
         self.died_during = self.current.check_id if self.current else "a check"
         state = container.state()
         oom = f", killed by the engine: {self.out_of_memory()}" if state.get("OOMKilled") else ""
