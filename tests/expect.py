@@ -1,0 +1,39 @@
+"""What the harness's battery holds for the sample's test cases, and shared expectations."""
+
+from __future__ import annotations
+
+from tests.harness_runs import Result
+from tests.resources import DATA
+
+EXAMPLES = sorted(p.name for p in (DATA / "examples").iterdir())
+VALIDATION_ERRORS = sorted(p.name for p in (DATA / "validation-error").iterdir())
+RUN_EXAMPLES = {f"run.example[{case}]" for case in EXAMPLES}
+ALL_CHECKS = {
+    "image.default-command",
+    "image.port-env",
+    "status.ready",
+    "status.content-type",
+    "status.schema",
+    *RUN_EXAMPLES,
+    *(f"run.validation-error[{case}]" for case in VALIDATION_ERRORS),
+    "run.not-json-415",
+    "run.wrong-type-400",
+    "run.missing-input-400",
+    "run.output-written",
+    "shutdown.response",
+    "shutdown.exit-code",
+}
+# Without --model-data: one item each for the example and validation-error cases, skipped.
+CHECKS_WITHOUT_DATA = {
+    *(c for c in ALL_CHECKS if not c.startswith(("run.example[", "run.validation-error["))),
+    "run.example",
+    "run.validation-error",
+}
+NEEDS_THE_MODEL = ALL_CHECKS - {"image.default-command"}
+RUN_JOBS = len(EXAMPLES) + len(VALIDATION_ERRORS) + 3  # the cases, wrong-type, missing-input, output-written
+NOT_RUN = ("skipped", "not-run")  # a check that could not run says why; it never passes
+
+
+def no_traceback(result: Result) -> None:
+    assert "Traceback (most recent call last)" not in result.output, result
+    assert "INTERNALERROR" not in result.output, result
