@@ -6,20 +6,26 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test samples lint clean benchmark
 
-$(VENV)/.installed: pyproject.toml
+# The demo needs only the runtime dependencies; the tests and lint add the dev ones.
+$(VENV)/.runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.runtime
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
 samples: $(VENV)/.installed
 	$(PY) -m sample_models.build
 
 # The harness checking the conformant sample, run from reports/ as an author would run it
-# from any directory.
-demo: samples
+# from any directory (its own pytest.ini keeps the project's test settings out of it).
+demo: $(VENV)/.runtime
+	$(PY) -m sample_models.build langid
 	mkdir -p reports
-	cd reports && ../$(PY) -m pytest -c /dev/null --rootdir=. -p no:cacheprovider -v \
+	printf '[pytest]\n' > reports/pytest.ini
+	cd reports && ../$(PY) -m pytest -p no:cacheprovider -rA \
 		--model-image psc-samples/langid:latest \
 		--model-data=../sample_models/langid/data \
 		--conformance-report=. \

@@ -1,4 +1,11 @@
-"""The author's test cases, laid out as SPEC.md section 4 describes."""
+"""The author's test cases, laid out as model authors already keep them (docs/contract.md#test-data).
+
+``examples/<case>/`` (or ``example/<case>/``) holds input files and expected outputs;
+``validation-error/<case>/`` holds input files and ``message.txt`` (or ``message``). A file
+is found by its exact name, else by its name without extension on both sides
+(``image.png`` for a declared ``image``, ``input.dat`` for ``input.txt``), or as a
+directory of that name holding exactly one file; two candidates are an error, never a guess.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,8 @@ from .errors import SetupError
 EXAMPLES = "examples"
 VALIDATION_ERRORS = "validation-error"
 MESSAGE_FILE = "message.txt"
+# The directory names of each kind, as the vendor's template and its models use them.
+LAYOUTS = {EXAMPLES: ("examples", "example"), VALIDATION_ERRORS: ("validation-error",)}
 
 
 @dataclass(frozen=True)
@@ -19,57 +28,90 @@ class Case:
     path: Path
 
 
-def discover(data_dir: Path) -> list[Case]:
+@dataclass(frozen=True)
+class Found:
+    cases: list[Case]
+    missing_kinds: list[str]  # kinds with no case: their checks are skipped, and the run says so
+
+
+def discover(data_dir: Path) -> Found:
     """List the cases by directory name; their files are resolved once model.yaml is known."""
     if not data_dir.is_dir():
         raise SetupError(f"the test-case directory {data_dir} does not exist")
-    cases = [
-        Case(kind, entry.name, entry)
-        for kind in (EXAMPLES, VALIDATION_ERRORS)
-        if (data_dir / kind).is_dir()
-        for entry in sorted((data_dir / kind).iterdir())
-        if entry.is_dir()
-    ]
+    cases: list[Case] = []
+    missing: list[str] = []
+    for kind, names in LAYOUTS.items():
+        of_kind = [
+            Case(kind, entry.name, entry)
+            for name in names
+            if (data_dir / name).is_dir()
+            for entry in sorted((data_dir / name).iterdir())
+            if entry.is_dir()
+        ]
+        cases += of_kind
+        if not of_kind:
+            missing.append(kind)
     if not cases:
-        raise SetupError(f"{data_dir} holds no {EXAMPLES}/<case>/ or {VALIDATION_ERRORS}/<case>/ directories")
-    return cases
+        raise SetupError(
+            f"{data_dir} holds no test case: expected examples/<case>/ (or example/<case>/) "
+            "and validation-error/<case>/ directories"
+        )
+    return Found(cases, missing)
 
 
-def find_file(case: Case, declared: str) -> Path | None:
-    """The case's file for a declared name: exact, without its extension, or a directory of one file."""
-    stem = declared.rsplit(".", 1)[0] if "." in declared.lstrip(".") else declared
-    for candidate in dict.fromkeys((declared, stem)):
-        path = case.path / candidate
-        if path.is_file():
-            return path
-        if path.is_dir():
-            files = [p for p in path.iterdir() if p.is_file()]
-            if len(files) != 1:
-                raise SetupError(f"case {case.kind}/{case.name}: {path} must hold exactly one file")
-            return files[0]
-    return None
+def stem(name: str) -> str:
+    return name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
 
 
-def resolve_inputs(case: Case, inputs: tuple[str, ...]) -> dict[str, Path]:
-    found = {name: find_file(case, name) for name in inputs}
+def find_file(case: Case, declared: str, reserved: frozenset[str] = frozenset()) -> Path | None:
+    """The case's file for a declared name: exact, else extension ignored on both sides.
+
+    ``reserved`` are the other declared names: a file named exactly after one of them is
+    never taken for this one.
+    """
+    exact = case.path / declared
+    if exact.exists():
+        return _single(case, exact)
+    candidates = [
+        entry
+        for entry in sorted(case.path.iterdir())
+        if entry.name not in reserved and stem(entry.name) == stem(declared)
+    ]
+    if len(candidates) > 1:
+        names = ", ".join(c.name for c in candidates)
+        raise SetupError(f"case {case.kind}/{case.name}: {names} could each be {declared}; keep one")
+    return _single(case, candidates[0]) if candidates else None
+
+
+def _single(case: Case, path: Path) -> Path:
+    if path.is_dir():
+        files = [p for p in path.iterdir() if p.is_file()]
+        if len(files) != 1:
+            raise SetupError(f"case {case.kind}/{case.name}: {path.name}/ must hold exactly one file")
+        return files[0]
+    return path
+
+
+def resolve_inputs(case: Case, inputs: tuple[str, ...], outputs: tuple[str, ...] = ()) -> dict[str, Path]:
+    reserved = frozenset((*inputs, *outputs, MESSAGE_FILE))
+    found = {name: find_file(case, name, reserved - {name}) for name in inputs}
     missing = [name for name, path in found.items() if path is None]
     if missing:
         raise SetupError(f"case {case.kind}/{case.name} has no input file {', '.join(missing)}")
     return {name: path for name, path in found.items() if path is not None}
 
 
-def expected_outputs(case: Case, outputs: tuple[str, ...]) -> dict[str, Path]:
-    found = {name: find_file(case, name) for name in outputs}
+def expected_outputs(case: Case, outputs: tuple[str, ...], inputs: tuple[str, ...] = ()) -> dict[str, Path]:
+    reserved = frozenset((*inputs, *outputs))
+    found = {name: find_file(case, name, reserved - {name}) for name in outputs}
     return {name: path for name, path in found.items() if path is not None}
 
 
-def expected_message(case: Case) -> str:
-    path = case.path / MESSAGE_FILE
-    if not path.is_file():
-        raise SetupError(f"case {case.kind}/{case.name} has no {MESSAGE_FILE}")
+def expected_message(case: Case, inputs: tuple[str, ...] = ()) -> str:
+    path = find_file(case, MESSAGE_FILE, frozenset(inputs))
+    if path is None:
+        raise SetupError(f"case {case.kind}/{case.name} has no {MESSAGE_FILE} (or message)")
     try:
         return path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise SetupError(
-            f"case {case.kind}/{case.name}: cannot read {MESSAGE_FILE} as UTF-8 ({exc})"
-        ) from None
+        raise SetupError(f"case {case.kind}/{case.name}: cannot read {path.name} as UTF-8 ({exc})") from None

@@ -1,107 +1,168 @@
-"""The battery: every conformance check, with a stable id and the part of SPEC.md it enforces."""
+"""The battery: every conformance check, with a stable id and the contract rule it enforces."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
+from typing import Any
 
 import jsonschema
 
 from . import cases as casedata
-from .errors import CheckSkipped, Nonconformance
-from .http import Exchange
+from .errors import CheckSkipped, NotRun, SetupError
+from .http import Exchange, Outcome
+from .jobs import JobResult
 from .metadata import schema
+from .rehearsal import media_type_problem
 from .run import ImageRun
 
 JSON = "application/json"
+
+# The phases of a battery, in the order they run.
+IMAGE, STATUS, RUN, SHUTDOWN = "image", "status", "run", "shutdown"
 
 
 @dataclass(frozen=True)
 class Check:
     id: str
-    spec: str  # the part of SPEC.md it enforces
+    rule: str  # the anchor of the rule in docs/contract.md
     summary: str
-    needs_container: bool
+    phase: str  # IMAGE, STATUS, RUN or SHUTDOWN
+    starts_container: bool  # setup may start the model (never for /shutdown: it starts on demand)
     func: Callable[[ImageRun], None]
 
 
 # -- shared assertions ---------------------------------------------------------------------
 
 
-def fail(run: ImageRun, route: str, expected: str, actual: str, spec: str) -> Nonconformance:
-    return Nonconformance(route, expected, actual, spec, log_tail=run.log_tail())
-
-
-def require_answer(run: ImageRun, exchange: Exchange, spec: str) -> None:
-    if exchange.error is not None:
-        actual = exchange.summary()
+def require_answer(run: ImageRun, exchange: Exchange, rule: str) -> None:
+    if exchange.answered:
+        return
+    actual = exchange.summary()
+    if exchange.outcome in (Outcome.DROPPED, Outcome.REFUSED) and run.container is not None:
         # A dropped connection often means the server died: give the exit a moment to show.
-        code = run.container.wait_exit(1.0) if run.container else None
+        code = run.container.wait_exit(1.0)
         if code is not None:
-            actual += f"; the container exited with code {code}"
-        raise fail(run, exchange.route, "an HTTP answer", actual, spec)
+            run.died_during = run.current.check_id if run.current else "a check"
+            oom = (
+                f", killed by the engine: {run.out_of_memory()}"
+                if run.container.state().get("OOMKilled")
+                else ""
+            )
+            actual += f"; the container exited with code {code}{oom}"
+        elif run.container.oom_since(run.current.began if run.current else 0.0):
+            # A worker process killed for memory, its server still up: the platform fails this too.
+            actual += f"; the engine killed a process of the model: {run.out_of_memory()}"
+            rule = "resources"
+    raise run.finding(exchange.route, "a whole HTTP answer", actual, rule)
 
 
-def require_status(run: ImageRun, exchange: Exchange, expected: int, spec: str) -> None:
-    require_answer(run, exchange, spec)
+def require_status(run: ImageRun, exchange: Exchange, expected: int, rule: str) -> None:
+    require_answer(run, exchange, rule)
     if exchange.status != expected:
-        raise fail(run, exchange.route, f"status {expected}", exchange.summary(), spec)
+        raise run.finding(exchange.route, f"status {expected}", exchange.summary(), rule)
 
 
-def require_json_envelope(run: ImageRun, exchange: Exchange, spec: str = "section 2") -> dict[str, object]:
+def require_json_envelope(run: ImageRun, exchange: Exchange) -> dict[str, Any]:
     """Content-Type application/json, a body matching the envelope, statusCode == the HTTP status."""
-    require_answer(run, exchange, spec)
+    require_answer(run, exchange, "json")
     if exchange.media_type != JSON:
-        raise fail(
-            run,
-            exchange.route,
-            f"Content-Type {JSON}",
-            exchange.summary(),
-            f"{spec} (every route returns {JSON})",
-        )
-    return require_envelope_body(run, exchange, spec)
+        raise run.finding(exchange.route, f"Content-Type {JSON}", exchange.summary(), "json")
+    return require_envelope_body(run, exchange)
 
 
-def require_envelope_body(run: ImageRun, exchange: Exchange, spec: str = "section 2") -> dict[str, object]:
+def require_envelope_body(run: ImageRun, exchange: Exchange) -> dict[str, Any]:
     try:
         body = exchange.json()
-    except ValueError:
-        raise fail(run, exchange.route, "a JSON body", exchange.summary(), spec) from None
+    except ValueError as exc:
+        raise run.finding(exchange.route, "a JSON body", f"{exc}: {exchange.summary()}", "envelope") from None
     errors = sorted(
         jsonschema.Draft202012Validator(schema("response.schema.json")).iter_errors(body), key=str
     )
     if errors:
         where = ".".join(str(p) for p in errors[0].absolute_path) or "body"
-        raise fail(
-            run,
+        message = errors[0].message
+        message = message if len(message) <= 200 else message[:200] + "..."
+        raise run.finding(
             exchange.route,
             "the envelope {statusCode, status, message}",
-            f"{where}: {errors[0].message}",
-            spec,
+            same_root(run, f"{where}: {message}"),
+            "envelope",
         )
     if body["statusCode"] != exchange.status:
         actual = f"statusCode {body['statusCode']}"
-        raise fail(run, exchange.route, f"statusCode {exchange.status} (the HTTP status)", actual, spec)
+        raise run.finding(
+            exchange.route, f"statusCode {exchange.status} (the HTTP status)", actual, "envelope"
+        )
     return body  # type: ignore[no-any-return]
 
 
-def require_metadata(run: ImageRun) -> tuple[str, ...]:
+def same_root(run: ImageRun, reason: str) -> str:
+    """One root cause, one explanation: later checks that meet it again point at the first."""
+    current = run.current.check_id if run.current else ""
+    first = run.root_causes.setdefault(reason, current)
+    return reason if first == current else f"the same as {first}: {reason}"
+
+
+def planned_jobs(run: ImageRun) -> list[dict[str, Any]]:
+    """The inputs of every job the battery's /run checks will make, in one list."""
     if run.metadata is None:
-        raise CheckSkipped(run.metadata_note or "no model.yaml")
+        return []
+    planned: list[dict[str, Any]] = [dict(run.case_inputs(case)) for case in run.cases]
+    example = example_inputs(run)
+    planned += [example, example] if example is not None else []  # wrong-type-400, output-written
+    return [*planned, {}]  # missing-input-400
+
+
+def require_metadata(run: ImageRun) -> tuple[str, ...]:
+    if run.metadata_error is not None:
+        raise NotRun("model.yaml is not usable (see image.model-yaml)")
+    if run.metadata is None:
+        raise CheckSkipped(run.observed.model_yaml_note or "no model.yaml")
     return run.metadata.inputs
+
+
+def require_regular_outputs(run: ImageRun, result: JobResult, rule: str) -> None:
+    """Every declared output a regular file within its declared maxSize."""
+    assert run.metadata is not None
+    for name in run.metadata.outputs:
+        written = result.output(name)
+        if not written.is_file():
+            raise run.finding("POST /run", f"output file {name} written", written.describe(), rule)
+        limit = run.metadata.output_max.get(name)
+        if limit is not None and written.size > limit:
+            raise run.finding(
+                "POST /run",
+                f"{name} within its declared maxSize of {limit} bytes",
+                f"{written.size} bytes",
+                "rehearsal",
+            )
+        media = run.metadata.output_media.get(name)
+        if media and written.content is not None:
+            problem = media_type_problem(media, written.content)
+            if problem is not None:
+                raise run.finding(
+                    "POST /run", f"{name} of its declared mediaType {media}", problem, "rehearsal"
+                )
 
 
 # -- image ---------------------------------------------------------------------------------
 
 
+def image_model_yaml(run: ImageRun) -> None:
+    if run.metadata_error is not None:
+        # Not a verdict on the contract's routes: without it the image cannot be checked whole.
+        raise SetupError(run.metadata_error)
+    if run.metadata is None:
+        raise CheckSkipped(run.observed.model_yaml_note or "no model.yaml")
+
+
 def image_default_command(run: ImageRun) -> None:
-    assert run.image is not None
-    config = run.image.config
-    if not (config.get("Cmd") or config.get("Entrypoint")):
-        raise fail(
-            run, "image config", "a CMD or ENTRYPOINT that starts the server", "neither is set", "section 2"
+    if not run.has_command:
+        raise run.finding(
+            "image config", "a CMD or ENTRYPOINT that starts the server", "neither is set", "default-command"
         )
 
 
@@ -110,14 +171,16 @@ def image_port_env(run: ImageRun) -> None:
     if readiness.ready or readiness.first_answer_seconds is not None:
         return
     if readiness.exit_code is not None:
-        raise CheckSkipped(f"the container exited (code {readiness.exit_code}) before anything could answer")
+        raise NotRun(f"the container exited (code {readiness.exit_code}) before anything could answer")
     assert run.container is not None
-    raise fail(
-        run,
+    actual = f"nothing answered there within {run.status_timeout:g} s while the container ran"
+    if readiness.other_ports:
+        actual = f"it listens on {', '.join(map(str, readiness.other_ports))} instead"
+    raise run.finding(
         f"port {run.container.model_port}",
         f"an HTTP answer on PSC_MODEL_PORT={run.container.model_port}",
-        f"nothing answered there within {run.status_timeout:g} s while the container ran",
-        "section 2 (the server listens on PSC_MODEL_PORT)",
+        same_root(run, actual),
+        "port",
     )
 
 
@@ -128,8 +191,7 @@ def status_ready(run: ImageRun) -> None:
     readiness = run.wait_ready()
     if not readiness.ready:
         expected = f"200 within the status timeout ({run.status_timeout:g} s)"
-        actual = run.not_ready_reason(readiness)
-        raise fail(run, "GET /status", expected, actual, "section 1 (load test) and section 2 (GET /status)")
+        raise run.finding("GET /status", expected, run.not_ready_reason(readiness), "status")
 
 
 def ready_status_exchange(run: ImageRun) -> Exchange:
@@ -141,13 +203,7 @@ def ready_status_exchange(run: ImageRun) -> Exchange:
 def status_content_type(run: ImageRun) -> None:
     exchange = ready_status_exchange(run)
     if exchange.media_type != JSON:
-        raise fail(
-            run,
-            "GET /status",
-            f"Content-Type {JSON}",
-            exchange.summary(),
-            "section 2 (every route returns application/json)",
-        )
+        raise run.finding("GET /status", f"Content-Type {JSON}", exchange.summary(), "json")
 
 
 def status_schema(run: ImageRun) -> None:
@@ -159,33 +215,95 @@ def status_schema(run: ImageRun) -> None:
 
 
 def run_example(case: casedata.Case, run: ImageRun) -> None:
-    inputs = require_metadata(run)
+    require_metadata(run)
     assert run.metadata is not None
-    result = run.run_job(casedata.resolve_inputs(case, inputs), name=case.name)
-    spec = "section 2 (POST /run) and section 4"
-    if result.exchange.error == "timed out":
-        raise fail(
-            run, "POST /run", f"an answer within the run timeout ({run.run_timeout:g} s)", "no answer", spec
+    result = run.run_job(run.case_inputs(case), name=case.name)
+    if result.exchange.outcome is Outcome.TIMED_OUT:
+        raise run.finding(
+            "POST /run",
+            f"an answer within the run timeout ({run.run_timeout:g} s)",
+            result.exchange.summary(),
+            "run-timeout",
         )
-    require_status(run, result.exchange, 200, spec)
+    require_status(run, result.exchange, 200, "run-200")
     require_json_envelope(run, result.exchange)
-    expected = casedata.expected_outputs(case, run.metadata.outputs)
+    require_regular_outputs(run, result, "run-200")
+    expected = run.case_outputs(case)
     if not expected:
         raise CheckSkipped(
             f"case {case.name} keeps no expected output file ({', '.join(run.metadata.outputs)})"
         )
     for name, path in expected.items():
         written = result.output(name)
-        if not written.is_file():
-            raise fail(run, "POST /run", f"output file {name} written", "it was not written", spec)
-        if written.read_bytes() != path.read_bytes():
-            raise fail(
-                run,
+        want = path.read_bytes()
+        media = run.metadata.output_media.get(name) or ""
+        if not run.options.compare_bytes and (media == JSON or media.endswith("+json")):
+            compare_json(run, name, path, written.content, want)
+            continue
+        if written.content is None:
+            if written.size != len(want):
+                raise run.finding(
+                    "POST /run",
+                    f"{name} byte-equal to {path}",
+                    f"{written.size} bytes, {len(want)} expected",
+                    "test-data",
+                )
+            continue
+        if written.content != want:
+            raise run.finding(
                 "POST /run",
                 f"{name} byte-equal to {path}",
-                _first_difference(written.read_bytes(), path.read_bytes()),
-                spec,
+                _first_difference(written.content, want),
+                "test-data",
             )
+
+
+def compare_json(run: ImageRun, name: str, path: Any, content: bytes | None, want: bytes) -> None:
+    """Expected and written output compared as JSON values (--compare-bytes: byte for byte)."""
+    try:
+        expected = json.loads(want)
+    except (ValueError, RecursionError):
+        raise SetupError(f"the expected output {path} is not JSON, though {name} is declared JSON") from None
+    try:
+        actual = json.loads(content if content is not None else b"")
+    except (ValueError, RecursionError):
+        excerpt = (content or b"")[:100]
+        raise run.finding("POST /run", f"{name} a JSON value", f"not JSON: {excerpt!r}", "run-200") from None
+    difference = json_difference(actual, expected)
+    if difference is not None:
+        raise run.finding("POST /run", f"{name} equal to {path} as JSON", difference, "test-data")
+
+
+def json_difference(actual: Any, expected: Any, where: str = "$") -> str | None:
+    """Where two JSON values first differ: ``$.label: expected "negative", got "neutral"``."""
+
+    def show(value: Any) -> str:
+        text = json.dumps(value)
+        return text if len(text) <= 80 else text[:77] + "..."
+
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        for key in expected:
+            if key not in actual:
+                return f"{where}.{key}: missing (expected {show(expected[key])})"
+            found = json_difference(actual[key], expected[key], f"{where}.{key}")
+            if found:
+                return found
+        extra = [key for key in actual if key not in expected]
+        return f"{where}.{extra[0]}: not expected (got {show(actual[extra[0]])})" if extra else None
+    if isinstance(expected, list) and isinstance(actual, list):
+        for index, (a, e) in enumerate(zip(actual, expected, strict=False)):
+            found = json_difference(a, e, f"{where}[{index}]")
+            if found:
+                return found
+        if len(actual) != len(expected):
+            return f"{where}: expected {len(expected)} items, got {len(actual)}"
+        return None
+    same_kind = isinstance(actual, bool) == isinstance(expected, bool)
+    if same_kind and type(actual) in (int, float) and type(expected) in (int, float):
+        return None if actual == expected else f"{where}: expected {show(expected)}, got {show(actual)}"
+    if same_kind and type(actual) is type(expected) and actual == expected:
+        return None
+    return f"{where}: expected {show(expected)}, got {show(actual)}"
 
 
 def _first_difference(actual: bytes, expected: bytes) -> str:
@@ -198,63 +316,52 @@ def _first_difference(actual: bytes, expected: bytes) -> str:
 
 
 def run_validation_error(case: casedata.Case, run: ImageRun) -> None:
-    inputs = require_metadata(run)
-    message = casedata.expected_message(case)
-    result = run.run_job(casedata.resolve_inputs(case, inputs), name=case.name)
-    spec = "section 2 (POST /run, 422) and section 4"
-    require_status(run, result.exchange, 422, spec)
+    require_metadata(run)
+    message = run.case_message(case)
+    result = run.run_job(run.case_inputs(case), name=case.name)
+    require_status(run, result.exchange, 422, "run-422")
     body = require_json_envelope(run, result.exchange)
     if message.lower() not in str(body["message"]).lower():
-        raise fail(run, "POST /run", f"a message containing {message!r}", repr(body["message"]), spec)
+        raise run.finding(
+            "POST /run", f"a message containing {message!r}", repr(body["message"])[:300], "run-422"
+        )
 
 
 def run_not_json_415(run: ImageRun) -> None:
     exchange = run.post_raw("/run", b"this is not JSON", "text/plain")
-    spec = "section 2 (POST /run, 415)"
-    require_status(run, exchange, 415, spec)
+    require_status(run, exchange, 415, "run-415")
     require_json_envelope(run, exchange)
 
 
-def example_inputs(run: ImageRun) -> dict[str, Path] | None:
+def example_inputs(run: ImageRun) -> dict[str, Any] | None:
     """The input files of the first example case: a job the model should accept, if one is known."""
     example = next((c for c in run.cases if c.kind == casedata.EXAMPLES), None)
     if example is None or run.metadata is None:
         return None
-    return casedata.resolve_inputs(example, run.metadata.inputs)
+    return dict(run.case_inputs(example))
 
 
 def run_wrong_type_400(run: ImageRun) -> None:
     # With a valid input where one is known, the wrong type is the job's only fault.
-    inputs = example_inputs(run) or {}
-    result = run.run_job(inputs, name="wrong-type", payload={"type": "url"})
-    require_status(run, result.exchange, 400, 'section 2 (POST /run, 400: type is not "file")')
+    result = run.run_job(example_inputs(run) or {}, name="wrong-type", payload={"type": "url"})
+    require_status(run, result.exchange, 400, "run-400")
     require_json_envelope(run, result.exchange)
 
 
 def run_missing_input_400(run: ImageRun) -> None:
     result = run.run_job({}, name="missing-input")
-    require_status(run, result.exchange, 400, "section 2 (POST /run, 400: a declared input file missing)")
+    require_status(run, result.exchange, 400, "run-400")
     require_json_envelope(run, result.exchange)
 
 
 def run_output_written(run: ImageRun) -> None:
     require_metadata(run)
-    assert run.metadata is not None
     inputs = example_inputs(run)
     if inputs is None:
         raise CheckSkipped("needs one examples/<case> to give the model a valid input (--model-data)")
     result = run.run_job(inputs, name="output-written")
-    spec = "section 2 (POST /run, 200: every declared output file was written)"
-    require_status(run, result.exchange, 200, spec)
-    missing = [name for name in run.metadata.outputs if not result.output(name).is_file()]
-    if missing:
-        raise fail(
-            run,
-            "POST /run",
-            f"200 only once {', '.join(run.metadata.outputs)} are written",
-            f"200, but {', '.join(missing)} missing",
-            spec,
-        )
+    require_status(run, result.exchange, 200, "run-200")
+    require_regular_outputs(run, result, "run-200")
 
 
 def no_cases(kind: str, run: ImageRun) -> None:
@@ -268,142 +375,176 @@ def no_cases(kind: str, run: ImageRun) -> None:
 
 def shutdown_response(run: ImageRun) -> None:
     exchange = run.shut_down().exchange
-    if exchange.error is not None and exchange.error.startswith("connection dropped"):
+    if exchange.outcome is Outcome.DROPPED:
         return  # dropping the connection is conformant too
-    spec = "section 2 (POST /shutdown)"
-    if exchange.status != 202:
-        raise fail(
-            run,
+    if exchange.status != 202 or not exchange.answered:
+        raise run.finding(
             "POST /shutdown",
             "202 with the JSON envelope, or a dropped connection",
             exchange.summary(),
-            spec,
+            "shutdown",
         )
-    require_json_envelope(run, exchange, spec)
+    require_json_envelope(run, exchange)
 
 
 def shutdown_exit_code(run: ImageRun) -> None:
     result = run.shut_down()
-    spec = "section 2 (POST /shutdown: the process exits with code 0)"
     if result.exit_code is None:
-        raise fail(
-            run,
+        raise run.finding(
             "POST /shutdown",
             f"the process to exit within {run.options.shutdown_timeout:g} s",
             "still running; killed",
-            spec,
+            "shutdown",
         )
     if result.exit_code != 0:
-        raise fail(run, "POST /shutdown", "exit code 0", f"exit code {result.exit_code}", spec)
+        raise run.finding("POST /shutdown", "exit code 0", f"exit code {result.exit_code}", "shutdown")
 
 
 # -- the battery ---------------------------------------------------------------------------
 
-STATIC_HEAD = (
+HEAD = (
+    Check(
+        "image.model-yaml",
+        "model-yaml",
+        "model.yaml is found and valid (its limits, timeouts and file names are used)",
+        IMAGE,
+        False,
+        image_model_yaml,
+    ),
     Check(
         "image.default-command",
-        "section 2",
+        "default-command",
         "the image starts its server with no command argument",
+        IMAGE,
         False,
         image_default_command,
     ),
     Check(
         "status.ready",
-        "sections 1, 2",
+        "status",
         "GET /status answers 200 within the status timeout",
+        STATUS,
         True,
         status_ready,
     ),
     Check(
         "status.content-type",
-        "section 2",
+        "json",
         "GET /status answers Content-Type application/json",
+        STATUS,
         True,
         status_content_type,
     ),
     Check(
         "status.schema",
-        "section 2",
+        "envelope",
         "the /status body is the envelope, statusCode equal to the HTTP status",
+        STATUS,
         True,
         status_schema,
     ),
-    Check("image.port-env", "section 2", "the server listens on $PSC_MODEL_PORT", True, image_port_env),
+    Check("image.port-env", "port", "the server listens on $PSC_MODEL_PORT", STATUS, True, image_port_env),
 )
-STATIC_RUN = (
+RUN_CHECKS = (
     Check(
         "run.not-json-415",
-        "section 2",
+        "run-415",
         "a non-JSON body under a non-JSON Content-Type gets 415 JSON",
+        RUN,
         True,
         run_not_json_415,
     ),
     Check(
         "run.wrong-type-400",
-        "section 2",
+        "run-400",
         'a job whose type is not "file" gets 400 JSON',
+        RUN,
         True,
         run_wrong_type_400,
     ),
     Check(
         "run.missing-input-400",
-        "section 2",
+        "run-400",
         "a job without its declared input file gets 400 JSON",
+        RUN,
         True,
         run_missing_input_400,
     ),
     Check(
         "run.output-written",
-        "section 2",
-        "a 200 from /run means every declared output file was written",
+        "run-200",
+        "a 200 from /run means every declared output is a regular file, written",
+        RUN,
         True,
         run_output_written,
     ),
 )
-STATIC_TAIL = (
+TAIL = (
     Check(
         "shutdown.response",
-        "section 2",
+        "shutdown",
         "POST /shutdown answers 202 JSON or drops the connection",
-        False,  # started on demand: setup must not restart a model that was shut down
+        SHUTDOWN,
+        False,
         shutdown_response,
     ),
     Check(
         "shutdown.exit-code",
-        "section 2",
+        "shutdown",
         "after /shutdown the process exits with code 0",
+        SHUTDOWN,
         False,
         shutdown_exit_code,
     ),
 )
 
 
-def battery(found: list[casedata.Case] | None) -> list[Check]:
+def rehearsal_warnings(run: ImageRun) -> None:
+    warnings = run.observed.all_warnings()
+    if warnings:
+        raise run.finding(
+            "platform rehearsal", "no warning (--strict-rehearsal)", "; ".join(warnings), "rehearsal"
+        )
+
+
+STRICT = Check(
+    "rehearsal.warnings",
+    "rehearsal",
+    "with --strict-rehearsal: the platform rehearsal found nothing to warn of",
+    SHUTDOWN,
+    False,
+    rehearsal_warnings,
+)
+
+
+def battery(found: list[casedata.Case] | None, *, strict: bool = False) -> list[Check]:
     """Every check for one image, in the order they run: /shutdown last."""
     per_case: list[Check] = []
-    for kind, func, spec, summary in (
+    for kind, func, rule, summary in (
         (
             casedata.EXAMPLES,
             run_example,
-            "sections 2, 4",
+            "test-data",
             "the example's outputs are byte-equal to the expected files",
         ),
         (
             casedata.VALIDATION_ERRORS,
             run_validation_error,
-            "sections 2, 4",
+            "run-422",
             "the case gets 422 JSON with the expected message",
         ),
     ):
         name = "run.example" if kind == casedata.EXAMPLES else "run.validation-error"
         of_kind = [c for c in found or [] if c.kind == kind]
         if of_kind:
-            per_case += [Check(f"{name}[{c.name}]", spec, summary, True, partial(func, c)) for c in of_kind]
+            per_case += [
+                Check(f"{name}[{c.name}]", rule, summary, RUN, True, partial(func, c)) for c in of_kind
+            ]
         else:
-            per_case.append(Check(name, spec, summary, True, partial(no_cases, kind)))
-    return [*STATIC_HEAD, *per_case, *STATIC_RUN, *STATIC_TAIL]
+            per_case.append(Check(name, rule, summary, RUN, True, partial(no_cases, kind)))
+    return [*HEAD, *per_case, *RUN_CHECKS, *TAIL, *((STRICT,) if strict else ())]
 
 
 def describe_all() -> list[tuple[str, str, str]]:
-    """(id, SPEC.md part, what it checks), as the README lists them."""
-    return [(c.id, c.spec, c.summary) for c in battery(None)]
+    """(id, contract rule, what it checks), as the README lists them."""
+    return [(c.id, c.rule, c.summary) for c in battery(None)]

@@ -1,13 +1,21 @@
-"""One model container: started safely, watched while it loads, stopped and removed."""
+"""One model container: created with its limits, started safely, watched, stopped and removed.
+
+Files reach the container and come back through the engine's archive endpoint, never
+through a bind mount: the engine resolves every path inside the container's own file
+system, so nothing the model writes can make the harness open a file of the host, and the
+engine need not share the harness's file system at all.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import random
+import tarfile
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import docker
 import docker.errors
@@ -16,13 +24,21 @@ import urllib3.exceptions
 from docker.models.containers import Container
 
 from .errors import SetupError
-from .http import Exchange, ModelClient
+from .http import Exchange as Exchange
+from .http import ModelClient, Outcome
 
 LOG_TAIL_LINES = 40
 LOG_TAIL_BYTES = 16 * 1024
 LOG_READ_LIMIT = 8 * 2**20  # the most of a log tail read before giving up on its end
 POLL_START = 0.01  # seconds between /status polls, doubling up to POLL_CAP
 POLL_CAP = 0.05
+PORT_LOOK_EVERY = 1.0  # seconds between looks at what the container listens on, while refused
+PORT_SURE_AFTER = 2.0  # listening only elsewhere for this long: it will not change
+DEFAULT_MEMORY = 2**30  # without a model.yaml: 1 GiB, 1 CPU (docs/contract.md#resources)
+DEFAULT_CPUS = 1.0
+EXIT_WAIT = 600.0  # seconds of one wait request for the container's exit, asked again after
+PIDS_LIMIT = 1024  # always: a fork bomb stays inside the container
+PUBLISH_HOST = "127.0.0.1"
 
 
 def random_model_port() -> int:
@@ -32,8 +48,18 @@ def random_model_port() -> int:
 
 @dataclass(frozen=True)
 class Limits:
-    memory_bytes: int | None
-    cpu_count: float | None
+    memory_bytes: int = DEFAULT_MEMORY
+    cpu_count: float = DEFAULT_CPUS
+
+    def engine_options(self) -> dict[str, int]:
+        return {
+            # No swap beyond the declared memory, as on the platform.
+            "mem_limit": self.memory_bytes,
+            "memswap_limit": self.memory_bytes,
+            # The same as --cpus, in the form that can also be updated before the start.
+            "cpu_period": 100_000,
+            "cpu_quota": int(self.cpu_count * 100_000),
+        }
 
 
 @dataclass
@@ -42,10 +68,11 @@ class Readiness:
     polls: int = 0
     seconds: float = 0.0  # from the container's start to the verdict
     first_accept_seconds: float | None = None  # first connection the server took (answered or dropped)
-    first_answer_seconds: float | None = None  # first HTTP answer, of any status
+    first_answer_seconds: float | None = None  # first HTTP status line
     last: Exchange | None = None
     exit_code: int | None = None  # set when the container exited while loading
     oom_killed: bool = False
+    other_ports: tuple[int, ...] = ()  # set when the server listens elsewhere than PSC_MODEL_PORT
 
 
 class ModelContainer:
@@ -57,20 +84,20 @@ class ModelContainer:
         image_id: str,
         *,
         labels: dict[str, str],
-        limits: Limits,
-        mounts: dict[Path, tuple[str, str]],
+        limits: Limits | None = None,
         name_prefix: str = "psc-model",
     ) -> None:
         self._client = client
         self.image_id = image_id
         self.labels = labels
-        self.limits = limits
-        self.mounts = mounts
+        self.limits = limits or Limits()
         self.model_port = random_model_port()
         self.name = f"{name_prefix}-{self.model_port}-{random.randrange(16**6):06x}"
         self.container: Container | None = None
         self.http: ModelClient | None = None
-        self.started_at = 0.0
+        self.started_at: float | None = None  # time.monotonic() once the engine started it
+        self._exited = threading.Event()
+        self._exit_status: int | None = None
 
     def __enter__(self) -> ModelContainer:
         try:
@@ -85,7 +112,7 @@ class ModelContainer:
 
     @property
     def started(self) -> bool:
-        return self.started_at > 0
+        return self.started_at is not None
 
     def create(self) -> Container:
         """Create the container (not started): its files can be read before it runs."""
@@ -95,14 +122,11 @@ class ModelContainer:
                     self.image_id,
                     name=self.name,
                     environment={"PSC_MODEL_PORT": str(self.model_port)},
-                    ports={f"{self.model_port}/tcp": ("127.0.0.1", None)},
+                    ports={f"{self.model_port}/tcp": (PUBLISH_HOST, None)},
                     labels=self.labels,
-                    volumes={
-                        str(host): {"bind": inside, "mode": mode}
-                        for host, (inside, mode) in self.mounts.items()
-                    },
                     privileged=False,
-                    **_resources(self.limits),
+                    pids_limit=PIDS_LIMIT,
+                    **self.limits.engine_options(),
                 )
             except docker.errors.APIError as exc:
                 raise SetupError(
@@ -113,9 +137,9 @@ class ModelContainer:
     def set_limits(self, limits: Limits) -> None:
         """Apply the declared resources to the created container, before it starts."""
         self.limits = limits
-        if self.container is not None and not self.started and _resources(limits):
+        if self.container is not None and not self.started:
             try:
-                self.container.update(**_resources(limits))
+                self.container.update(**limits.engine_options())
             except docker.errors.APIError as exc:
                 raise SetupError(
                     f"the engine refused the declared resources: {exc.explanation or exc}"
@@ -123,26 +147,37 @@ class ModelContainer:
 
     def start(self) -> None:
         container = self.create()
+        began = time.monotonic()
         try:
-            self.started_at = time.monotonic()
             container.start()
             container.reload()
         except docker.errors.APIError as exc:
             raise SetupError(f"the engine could not start the image: {exc.explanation or exc}") from None
+        self.started_at = began  # only once the engine did start it
+        watcher = threading.Thread(
+            target=self._watch_exit, args=(container.id,), name="psc-harness-exit", daemon=True
+        )
+        watcher.start()
         bindings = (container.ports or {}).get(f"{self.model_port}/tcp") or []
         if bindings:
-            self.http = ModelClient(f"http://127.0.0.1:{bindings[0]['HostPort']}")
+            self.http = ModelClient(PUBLISH_HOST, int(bindings[0]["HostPort"]))
 
     def state(self) -> dict[str, Any]:
         assert self.container is not None
-        self.container.reload()
+        try:
+            self.container.reload()
+        except docker.errors.NotFound:
+            raise SetupError(f"the container {self.name} was removed while the harness used it") from None
         return dict(self.container.attrs.get("State") or {})
 
     def wait_ready(self, timeout: float) -> Readiness:
         """Poll GET /status until 200, the timeout, or the container's exit, whichever is first."""
+        assert self.started_at is not None
         deadline = self.started_at + timeout
         seen = Readiness()
         interval = POLL_START
+        elsewhere_since: float | None = None
+        next_look = time.monotonic() + PORT_LOOK_EVERY
         while True:
             now = time.monotonic()
             if self.http is not None and now < deadline:
@@ -150,53 +185,147 @@ class ModelContainer:
                 seen.last = self.http.request("GET", "/status", timeout=max(deadline - now, 0.05))
                 seen.polls += 1
                 since_start = time.monotonic() - self.started_at
-                if seen.first_accept_seconds is None and seen.last.error != "connection refused":
+                if seen.first_accept_seconds is None and seen.last.outcome is not Outcome.REFUSED:
                     seen.first_accept_seconds = since_start
                 if seen.first_answer_seconds is None and seen.last.status is not None:
                     seen.first_answer_seconds = since_start
-                if seen.last.status == 200 and seen.last.error is None:  # the whole answer, in time
+                if seen.last.status == 200 and seen.last.answered:  # the whole answer, in time
                     seen.ready = True
                     break
-            state = self.state()
-            if state.get("Status") not in ("created", "running"):
-                seen.exit_code = int(state.get("ExitCode") or 0)
-                seen.oom_killed = bool(state.get("OOMKilled"))
+            code = self.exit_code()
+            if code is not None:
+                seen.exit_code = code
+                seen.oom_killed = bool(self.state().get("OOMKilled"))
                 break
             if time.monotonic() >= deadline:
                 break
+            refused = seen.last is None or seen.last.outcome is Outcome.REFUSED or seen.last.status is None
+            if refused and time.monotonic() >= next_look:
+                next_look = time.monotonic() + PORT_LOOK_EVERY
+                ports = self.listening_ports()
+                if ports and self.model_port not in ports:
+                    elsewhere_since = elsewhere_since or time.monotonic()
+                    if time.monotonic() - elsewhere_since >= PORT_SURE_AFTER:
+                        seen.other_ports = tuple(sorted(ports))
+                        break
+                else:
+                    elsewhere_since = None
             time.sleep(min(interval, max(deadline - time.monotonic(), 0)))
             interval = min(interval * 2, POLL_CAP)
         seen.seconds = time.monotonic() - self.started_at
         return seen
 
+    def listening_ports(self) -> set[int]:
+        """The TCP ports something in the container listens on (empty when it cannot tell)."""
+        assert self.container is not None
+        try:
+            result = self.container.exec_run(["cat", "/proc/net/tcp", "/proc/net/tcp6"], demux=False)
+        except docker.errors.APIError:
+            return set()
+        if result.exit_code not in (0, 1) or not result.output:
+            return set()
+        ports = set()
+        for line in result.output.decode("ascii", errors="replace").splitlines()[:10_000]:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == "0A" and ":" in fields[1]:  # 0A: LISTEN
+                with contextlib.suppress(ValueError):
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+        return ports
+
+    def oom_since(self, since: float) -> bool:
+        """Whether the engine reported an out-of-memory kill in the container since ``since`` (Unix time)."""
+        assert self.container is not None
+        try:
+            events = self._client.api.events(
+                since=int(since),
+                until=int(time.time()) + 1,
+                filters={"container": self.container.id, "event": "oom"},
+            )
+            with contextlib.closing(events):
+                return any(True for _ in events)
+        except (docker.errors.APIError, requests.RequestException):
+            return False
+
+    def _watch_exit(self, container_id: str) -> None:
+        """Wait for the container's exit on a thread of its own: one long request, no polling."""
+        while self.container is not None:
+            try:
+                result = self._client.api.wait(container_id, timeout=EXIT_WAIT)
+            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+                continue  # still running; ask again
+            except docker.errors.APIError:
+                return  # removed: nobody asks any more
+            self._exit_status = int(result.get("StatusCode", -1))
+            self._exited.set()
+            return
+
     def exit_code(self) -> int | None:
-        """The exit code if the container has stopped, else None."""
-        state = self.state()
-        return None if state.get("Status") in ("created", "running") else int(state.get("ExitCode") or 0)
+        """The exit code if the container has stopped, else None (known at once, without a request)."""
+        return self._exit_status if self._exited.is_set() else None
 
     def wait_exit(self, timeout: float) -> int | None:
         """The exit code, or None if the process is still running after ``timeout``."""
-        assert self.container is not None
-        try:
-            return int(self.container.wait(timeout=timeout)["StatusCode"])
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-            return None
+        self._exited.wait(timeout)
+        return self.exit_code()
 
     def kill(self) -> None:
         if self.container is not None:
             with contextlib.suppress(docker.errors.APIError):  # already gone
                 self.container.kill()
 
-    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+    # -- files, through the engine's archive endpoint ------------------------------------
+
+    def put_archive(self, path: str, archive: IO[bytes]) -> None:
+        """Unpack a TAR stream at ``path`` inside the container."""
+        assert self.container is not None
+        try:
+            if not self.container.put_archive(path, archive):
+                raise SetupError(f"the engine did not copy the job's files to {path}")
+        except docker.errors.APIError as exc:
+            raise SetupError(f"the engine could not copy files into the container: {exc}") from None
+
+    @contextlib.contextmanager
+    def read_archive(self, path: str) -> Iterator[tarfile.TarFile | None]:
+        """A streamed TAR of ``path`` inside the container (None when it does not exist).
+
+        Read as it arrives, member by member; leaving the block closes the stream, so a
+        huge file the model wrote is never read further than the caller wants.
+        """
+        assert self.container is not None
+        api = self._client.api
+        try:
+            response = api._get(
+                api._url("/containers/{0}/archive", self.container.id), params={"path": path}, stream=True
+            )
+        except requests.RequestException as exc:
+            raise SetupError(f"the engine could not read {path} from the container: {exc}") from None
+        with response:
+            if response.status_code == 404:
+                yield None
+                return
+            try:
+                response.raise_for_status()
+            except requests.HTTPError as exc:
+                raise SetupError(f"the engine could not read {path} from the container: {exc}") from None
+            # "r|*": the engine may compress the archive; read as a stream, it stays bounded.
+            with tarfile.open(fileobj=response.raw, mode="r|*") as archive:
+                yield archive
+
+    # -- logs ------------------------------------------------------------------------------
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES, since: float | None = None) -> str:
         """The last lines of the container's output, at most LOG_TAIL_BYTES of them.
 
         Read from a raw response and cut at the cap: a container may write lines of any
-        length, and the harness must not hold them.
+        length, and the harness must not hold them. ``since`` (a Unix time) keeps to the
+        lines written from then on.
         """
         if self.container is None:
             return ""
         api = self._client.api
-        params = {"stdout": 1, "stderr": 1, "tail": lines, "follow": 0}
+        params: dict[str, Any] = {"stdout": 1, "stderr": 1, "tail": lines, "follow": 0}
+        if since is not None:
+            params["since"] = int(since)
         frames = _LogFrames()
         try:
             with api._get(
@@ -205,7 +334,7 @@ class ModelContainer:
                 response.raise_for_status()
                 # The end of the log matters most: keep a rolling window, read a bounded amount.
                 while frames.read < LOG_READ_LIMIT:
-                    chunk = response.raw.read1(64 * 1024)
+                    chunk = response.raw.read(64 * 1024)
                     if not chunk:
                         break
                     frames.feed(chunk)
@@ -215,8 +344,7 @@ class ModelContainer:
         return text if len(text) <= LOG_TAIL_BYTES else "[...]" + text[-LOG_TAIL_BYTES:]
 
     def remove(self) -> None:
-        if self.http is not None:
-            self.http.close()
+        self.http = None
         if self.container is not None:
             container, self.container = self.container, None
             with contextlib.suppress(docker.errors.NotFound):
@@ -251,14 +379,3 @@ class _LogFrames:
 
     def _keep(self, payload: bytes) -> None:
         self.text = (self.text + payload)[-2 * LOG_TAIL_BYTES :]
-
-
-def _resources(limits: Limits) -> dict[str, int]:
-    resources: dict[str, int] = {}
-    if limits.memory_bytes:
-        # No swap beyond the declared memory, as on the platform.
-        resources.update(mem_limit=limits.memory_bytes, memswap_limit=limits.memory_bytes)
-    if limits.cpu_count:
-        # The same as --cpus, in the form that can also be updated before the start.
-        resources.update(cpu_period=100_000, cpu_quota=int(limits.cpu_count * 100_000))
-    return resources

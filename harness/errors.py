@@ -1,6 +1,13 @@
-"""The two ways a check can go wrong: a verdict on the image, or no verdict at all."""
+"""How a check can end other than by passing: a finding, no verdict at all, or not applying."""
 
 from __future__ import annotations
+
+CONTRACT = "docs/contract.md"
+
+
+def rule_link(rule: str) -> str:
+    """Where a rule of the contract is written: ``docs/contract.md#<rule>``."""
+    return f"{CONTRACT}#{rule}"
 
 
 class SetupError(Exception):
@@ -14,6 +21,13 @@ class CheckSkipped(Exception):
     """The check does not apply to this run (no model.yaml, no test cases, ...)."""
 
 
+class NotRun(CheckSkipped):
+    """The check could not run because of an earlier finding (the model never became ready...)."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"not run: {why}")
+
+
 class Nonconformance(AssertionError):
     """The image breaks the contract: a failed check with structured evidence."""
 
@@ -22,14 +36,14 @@ class Nonconformance(AssertionError):
         route: str,
         expected: str,
         actual: str,
-        spec: str,
+        rule: str,
         *,
         log_tail: str | None = None,
     ) -> None:
         self.route = route
         self.expected = expected
         self.actual = actual
-        self.spec = spec
+        self.rule = rule  # an anchor of docs/contract.md
         self.log_tail = log_tail
         super().__init__(self.describe())
 
@@ -37,7 +51,7 @@ class Nonconformance(AssertionError):
         lines = [
             f"{self.route}: expected {self.expected}",
             f"{' ' * len(self.route)}  actual   {self.actual}",
-            f"see SPEC.md {self.spec}",
+            f"rule: {rule_link(self.rule)}",
         ]
         if self.log_tail and with_log:
             lines += ["container log (tail):", *("  " + line for line in self.log_tail.splitlines())]

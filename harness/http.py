@@ -1,17 +1,38 @@
-"""HTTP exchanges with the model, kept as evidence for the checks and the reports."""
+"""HTTP exchanges with the model: every one ends by its deadline, whatever the server sends.
+
+The client speaks plain HTTP/1.1 over one connection per request. Every read from the
+socket waits at most until the exchange's deadline, so a server that trickles its status
+line, headers or body a byte at a time still ends on time; at most ``body_cap`` bytes of a
+body are kept. It asks for no content coding (``Accept-Encoding: identity``), so a body is
+never a compressed stream to decode.
+"""
 
 from __future__ import annotations
 
+import enum
+import http.client
+import io
 import json
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import requests
-import urllib3.exceptions
-from requests.structures import CaseInsensitiveDict
+from . import __version__
 
-BODY_CAP = 1024 * 1024  # bytes of a response body kept; the rest is counted, not buffered
+BODY_CAP = 1024 * 1024  # bytes of a response body kept; reading stops there
+READ_SIZE = 64 * 1024
+
+
+class Outcome(enum.Enum):
+    """How an exchange ended."""
+
+    ANSWERED = "answered"  # a whole answer arrived (its body perhaps cut at the cap)
+    REFUSED = "refused"  # nothing listened on the port
+    DROPPED = "dropped"  # the connection closed before the whole answer arrived
+    TIMED_OUT = "timed out"  # the deadline passed before the whole answer arrived
+    NOT_HTTP = "not HTTP"  # what came back could not be read as an HTTP answer
+    FAILED = "failed"  # the connection could not be made for another reason
 
 
 @dataclass
@@ -20,11 +41,12 @@ class Exchange:
     path: str
     request_headers: dict[str, str]
     request_body: bytes
-    status: int | None = None
-    headers: CaseInsensitiveDict[str] = field(default_factory=CaseInsensitiveDict)  # servers differ in case
+    outcome: Outcome = Outcome.FAILED
+    status: int | None = None  # set once the status line arrived, even if the body then failed
+    headers: dict[str, str] = field(default_factory=dict)  # names in lower case
     body: bytes = b""
     body_truncated: bool = False
-    error: str | None = None  # the connection failed or dropped: no HTTP answer
+    detail: str = ""  # why an exchange did not end in a whole answer
     seconds: float = 0.0
 
     @property
@@ -32,31 +54,75 @@ class Exchange:
         return f"{self.method} {self.path}"
 
     @property
+    def answered(self) -> bool:
+        return self.outcome is Outcome.ANSWERED
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    @property
     def media_type(self) -> str | None:
-        value = self.headers.get("Content-Type")
+        value = self.header("Content-Type")
         return value.split(";", 1)[0].strip().lower() if value is not None else None
 
     def json(self) -> Any:
-        return json.loads(self.body)
+        """The body as JSON; ValueError when it is not JSON (or nested too deep to read)."""
+        try:
+            return json.loads(self.body)
+        except RecursionError:
+            raise ValueError("the JSON is nested too deeply to read") from None
 
     def summary(self) -> str:
-        if self.error:
-            return f"no answer ({self.error})"
+        if not self.answered:
+            status = f"{self.status} then " if self.status is not None else ""
+            return f"{status}no whole answer ({self.outcome.value}: {self.detail})"
         excerpt = self.body[:200].decode("utf-8", errors="replace")
         cut = f" [body cut at {len(self.body) // 1024} KiB]" if self.body_truncated else ""
-        return f"{self.status} {self.headers.get('Content-Type', '(no Content-Type)')} {excerpt!r}{cut}"
+        return f"{self.status} {self.header('Content-Type') or '(no Content-Type)'} {excerpt!r}{cut}"
+
+
+class _DeadlinePassed(Exception):
+    pass
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's bytes, each read waiting no longer than what is left of the deadline."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise _DeadlinePassed
+        self._sock.settimeout(left)
+        try:
+            return self._sock.recv_into(buffer)
+        except TimeoutError:
+            raise _DeadlinePassed from None
+
+
+class _Socket:
+    """What http.client.HTTPResponse needs of a socket: a file to read the answer from."""
+
+    def __init__(self, reader: _DeadlineReader) -> None:
+        self._file = io.BufferedReader(reader, READ_SIZE)
+
+    def makefile(self, _mode: str) -> Any:
+        return self._file
 
 
 class ModelClient:
-    def __init__(self, base_url: str, body_cap: int = BODY_CAP) -> None:
-        self.base_url = base_url
-        self.body_cap = body_cap
-        self._session = requests.Session()
-        self._session.trust_env = False  # the model is on 127.0.0.1: never through a proxy
-        self.history: list[Exchange] = []  # every exchange, as evidence for the checks
+    """Requests to one model server."""
 
-    def close(self) -> None:
-        self._session.close()
+    def __init__(self, host: str, port: int, body_cap: int = BODY_CAP) -> None:
+        self.host = host
+        self.port = port
+        self.body_cap = body_cap
 
     def request(
         self,
@@ -68,68 +134,89 @@ class ModelClient:
         headers: dict[str, str] | None = None,
         connect_timeout: float = 2.0,
     ) -> Exchange:
-        exchange = Exchange(method, path, dict(headers or {}), body)
+        sent = {
+            "Host": f"{self.host}:{self.port}",
+            "User-Agent": f"psc-model-harness/{__version__}",
+            "Accept-Encoding": "identity",
+            "Connection": "close",
+            **(headers or {}),
+        }
+        if body or method in ("POST", "PUT"):
+            sent["Content-Length"] = str(len(body))
+        exchange = Exchange(method, path, sent, body)
         started = time.monotonic()
-        try:
-            with self._session.request(
-                method,
-                self.base_url + path,
-                data=body or None,
-                headers=headers,
-                timeout=(min(connect_timeout, timeout), timeout),
-                stream=True,
-                allow_redirects=False,
-            ) as response:
-                exchange.status = response.status_code
-                exchange.headers = CaseInsensitiveDict(response.headers)
-                exchange.body, truncated = self._read_body(response, started + timeout)
-                exchange.body_truncated = bool(truncated)
-                if truncated is None:
-                    exchange.error = f"timed out (the answer was still arriving after {timeout:.1f} s)"
-        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-            # Reading the body raises urllib3's own errors (a stall, a connection cut mid-body).
-            exchange.error = _describe(exc)
+        self._exchange(exchange, started + timeout, min(connect_timeout, timeout))
         exchange.seconds = time.monotonic() - started
-        self.history.append(exchange)
         return exchange
 
-    def _read_body(self, response: requests.Response, deadline: float) -> tuple[bytes, bool | None]:
-        """At most ``body_cap`` bytes, by ``deadline``: (body, truncated), truncated None on time-out.
+    def _exchange(self, exchange: Exchange, deadline: float, connect_timeout: float) -> None:
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=connect_timeout)
+        except ConnectionRefusedError:
+            exchange.outcome, exchange.detail = Outcome.REFUSED, "connection refused"
+            return
+        except TimeoutError:
+            exchange.outcome, exchange.detail = Outcome.TIMED_OUT, "no connection within the timeout"
+            return
+        except OSError as exc:
+            exchange.outcome, exchange.detail = Outcome.FAILED, f"cannot connect: {exc.strerror or exc}"
+            return
+        with sock:
+            try:
+                self._send(sock, exchange, deadline)
+                self._receive(sock, exchange, deadline)
+            except _DeadlinePassed:
+                exchange.outcome = Outcome.TIMED_OUT
+                exchange.detail = (
+                    "the answer was still arriving at the deadline"
+                    if exchange.status is not None
+                    else "no status line and headers by the deadline"
+                )
+            except (http.client.IncompleteRead, ConnectionError, http.client.RemoteDisconnected) as exc:
+                exchange.outcome = Outcome.DROPPED
+                exchange.detail = (
+                    "the connection closed mid-answer"
+                    if exchange.status is not None
+                    else f"the connection closed before an answer ({type(exc).__name__})"
+                )
+            except http.client.HTTPException as exc:
+                exchange.outcome = Outcome.NOT_HTTP
+                exchange.detail = f"{type(exc).__name__}: {str(exc)[:200]}"
+            except OSError as exc:
+                exchange.outcome, exchange.detail = Outcome.DROPPED, f"{exc.strerror or exc}"
 
-        Reads return as soon as any data is there, so that a body trickling in a byte at a
-        time still meets the deadline; the rest of an oversized body is never buffered.
-        """
+    def _send(self, sock: socket.socket, exchange: Exchange, deadline: float) -> None:
+        head = f"{exchange.method} {exchange.path} HTTP/1.1\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in exchange.request_headers.items())
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _DeadlinePassed
+        sock.settimeout(left)  # the whole send, since Python 3.5
+        try:
+            sock.sendall(head.encode("latin-1") + b"\r\n" + exchange.request_body)
+        except TimeoutError:
+            raise _DeadlinePassed from None
+
+    def _receive(self, sock: socket.socket, exchange: Exchange, deadline: float) -> None:
+        response = http.client.HTTPResponse(_Socket(_DeadlineReader(sock, deadline)))  # type: ignore[arg-type]
+        response.begin()
+        exchange.status = response.status
+        exchange.headers = {name.lower(): value for name, value in response.getheaders()}
         kept = bytearray()
         while True:
-            if time.monotonic() > deadline:
-                return bytes(kept), None
-            chunk = response.raw.read1(64 * 1024)
+            chunk = response.read(READ_SIZE)
             if not chunk:
-                return bytes(kept), False
+                break
             kept += chunk
             if len(kept) > self.body_cap:
-                return bytes(kept[: self.body_cap]), True
+                del kept[self.body_cap :]
+                exchange.body_truncated = True  # the rest is never read
+                break
+        exchange.body = bytes(kept)
+        exchange.outcome = Outcome.ANSWERED
 
     def post_json(self, path: str, payload: object, *, timeout: float) -> Exchange:
         body = json.dumps(payload).encode()
         return self.request(
             "POST", path, body=body, headers={"Content-Type": "application/json"}, timeout=timeout
         )
-
-
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError)):
-        return "timed out"
-    if isinstance(exc, urllib3.exceptions.ProtocolError):
-        return "connection dropped (mid-answer)"
-    if isinstance(exc, requests.ConnectionError):
-        text = str(exc)
-        for marker in ("RemoteDisconnected", "Connection reset", "Connection aborted", "Connection refused"):
-            if marker in text:
-                return (
-                    f"connection dropped ({marker})"
-                    if marker != "Connection refused"
-                    else "connection refused"
-                )
-        return "connection failed"
-    return type(exc).__name__

@@ -34,3 +34,6 @@ class RunOptions:
     pull: str = "missing"
     credentials: Credentials | None = None
     keep_image: bool = False
+    compare_bytes: bool = False  # expected outputs byte for byte, even when declared JSON
+    margin: float = 0.5  # the share of each timeout that should be left (a warning otherwise)
+    strict: bool = False  # rehearsal warnings fail the image

@@ -1,7 +1,7 @@
 """pytest entry point of the conformance harness (registered through ``pytest11``).
 
-Kept light: options and fixtures only. The session machinery (``session.py``) and the
-core modules are imported once images are actually given.
+Kept light: options, their resolution and the public fixtures. The session's parts
+(``session.py``) and the core modules are imported once images are actually given.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from . import settings
 from .options import EXIT_NOT_EVALUATED
 
 if TYPE_CHECKING:
-    from .run import ImageRun, JobResult
+    from .jobs import JobResult
+    from .run import ImageRun
+    from .session import HarnessSession
 
 __all__ = ["EXIT_NOT_EVALUATED"]
 
@@ -28,26 +30,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(tryfirst=True)  # before pytest-html reads --html
 def pytest_configure(config: pytest.Config) -> None:
     password = None
-    if _wants_stdin(config):
+    if hasattr(config, "workerinput") or config.getoption("registry_password_stdin", False):
         from .session import stdin_password
 
         password = stdin_password(config)
     resolved = settings.resolve(config, password)
     if not resolved.active:
-        if resolved.options.model_data or resolved.options.model_yaml:
-            message = "harness: no image given: add --model-image REF or --model-tar FILE"
-            pytest.exit(message, EXIT_NOT_EVALUATED)
         return
     from .session import activate  # the heavy part, only when there is an image to check
 
     activate(config, resolved)
 
 
-def _wants_stdin(config: pytest.Config) -> bool:
-    return hasattr(config, "workerinput") or bool(config.getoption("registry_password_stdin", False))
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and _state(config) is None:
+        terminalreporter.write_line(
+            "model conformance: no image given: add --model-image REF or --model-tar FILE "
+            "(see pytest --help, under 'model container conformance')"
+        )
 
 
-def _plugin(config: pytest.Config) -> Any:
+def _state(config: pytest.Config) -> HarnessSession | None:
     if not config.pluginmanager.has_plugin("model-conformance"):
         return None
     from .session import STASH_KEY
@@ -59,31 +62,21 @@ def _plugin(config: pytest.Config) -> Any:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    plugin = _plugin(metafunc.config)
-    if plugin is not None and len(plugin.runs) > 1 and "model_server" in metafunc.fixturenames:
-        metafunc.parametrize("model_server", list(plugin.runs), indirect=True, scope="session")
+    state = _state(metafunc.config)
+    if state is not None and len(state.runs) > 1 and "model_server" in metafunc.fixturenames:
+        metafunc.parametrize("model_server", list(state.runs), indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session")
 def model_server(request: pytest.FixtureRequest) -> ImageRun:
     """The image under test, started once and ready: its ``container.http``, ``metadata``, ``run_job``."""
-    from .errors import CheckSkipped, SetupError
-
-    plugin = _plugin(request.config)
-    if plugin is None:
+    state = _state(request.config)
+    if state is None:
         pytest.skip("no model image given (--model-image or --model-tar)")
-    run = plugin.run_for(getattr(request, "param", None))
-    error: SetupError | None = None
-    try:
-        run.require_ready()
-    except CheckSkipped as exc:
-        pytest.skip(str(exc))
-    except SetupError as exc:
-        error = exc
-    if error is not None:
-        plugin.not_evaluated = True
-        pytest.fail(f"harness: {error}", pytrace=False)
-    return run  # type: ignore[no-any-return]
+    run = state.run_for(getattr(request, "param", None))
+    run.prepare()  # harness errors become outcomes in one place (outcomes.py)
+    run.require_ready()
+    return run
 
 
 @pytest.fixture

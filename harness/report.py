@@ -1,7 +1,8 @@
 """The conformance report: one JSON document (a contract, see schemas/report.schema.json)
 and the HTML fragments that the pytest-html report shows at its top and per check.
 
-Knows nothing of pytest: the plugin hands it plain dictionaries.
+Built from plain data alone: the observation snapshots of the images and one record per
+check. Knows nothing of pytest.
 """
 
 from __future__ import annotations
@@ -14,105 +15,61 @@ from typing import Any
 
 import jsonschema
 
-from . import __version__
+from .errors import rule_link
 from .http import Exchange
 from .metadata import schema
-from .run import FAILED, READY, UPLOADING, ImageRun, Step
+from .platform import FAILED, READY
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 EXCERPT_CHARS = 2048
-VERDICTS = ("conformant", "nonconformant", "error")  # worst last
+VERDICTS = ("conformant", "incomplete", "nonconformant", "error")  # worst last
 
 
 def exchange_evidence(exchange: Exchange) -> dict[str, Any]:
     """A size-bounded record of one HTTP exchange."""
-    body = exchange.body[:EXCERPT_CHARS].decode("utf-8", errors="replace")
     return {
         "method": exchange.method,
         "path": exchange.path,
         "requestBodyExcerpt": exchange.request_body[:EXCERPT_CHARS].decode("utf-8", errors="replace"),
         "status": exchange.status,
-        "headers": dict(exchange.headers),
-        "bodyExcerpt": body,
+        "outcome": exchange.outcome.value,
+        "headers": {k: v[:EXCERPT_CHARS] for k, v in list(exchange.headers.items())[:50]},
+        "bodyExcerpt": exchange.body[:EXCERPT_CHARS].decode("utf-8", errors="replace"),
         "bodyBytes": len(exchange.body),
         "bodyTruncated": exchange.body_truncated or len(exchange.body) > EXCERPT_CHARS,
-        "error": exchange.error,
+        "error": None if exchange.answered else exchange.detail,
         "durationSeconds": round(exchange.seconds, 4),
     }
 
 
-def run_snapshot(run: ImageRun) -> dict[str, Any]:
-    """What one image's run observed so far, as plain JSON-ready data."""
-    steps = [step.as_dict() for step in run.load_steps]
-    upload = next((s for s in run.load_steps if s.name == UPLOADING), None)
-    load_steps = [s for s in run.load_steps if s.name != UPLOADING]
-    final = load_steps[-1] if load_steps else None
-    container_image: dict[str, Any] = {
-        "uploadStatus": next(
-            (s.name for s in reversed(run.load_steps) if s.name not in (READY, FAILED)), UPLOADING
-        ),
-        "loadStatus": _load_status(final, failed=bool(problems_of(run))),
-        "uploadPercentage": int(upload.details.get("uploadPercentage", 0)) if upload else 0,
-        "loadPercentage": final.percentage if final else 0,
-        "containerImageSize": run.image.size if run.image else _tar_size(run),
-    }
-    problems = problems_of(run)
-    if problems:
-        container_image["technicalInformation"] = "; ".join(problems)
-    image = run.image
-    reference = run.target.reference
-    source = image.source if image else ("tar" if run.target.kind == "tar" else "tag")
-    if reference is not None and (reference.explicit_registry or source == "registry"):
-        container_image.update(reference.report_fields())
+def check_record(
+    check_id: str, label: str, outcome: str, message: str, rule: str, seconds: float = 0.0, **extra: Any
+) -> dict[str, Any]:
     return {
-        "label": run.label or run.target.label,
-        "containerImage": container_image,
-        "loadSteps": steps,
-        "runSteps": list(run.jobs),
-        "image": {
-            "reference": run.target.ref,
-            "source": source,
-            "id": image.image_id if image else None,
-            "digest": image.digest if image else None,
-            "sizeBytes": image.size if image else None,
-            "modelYaml": run.metadata.source if run.metadata else None,
-            "modelYamlNote": run.metadata_note,
-            "harnessVersion": __version__,
-            "engineVersion": run.engine_version,
-        },
+        "id": check_id,
+        "image": label,
+        "outcome": outcome,
+        "message": message,
+        "rule": rule_link(rule),
+        "durationSeconds": round(seconds, 4),
+        **extra,
     }
-
-
-def problems_of(run: ImageRun) -> list[str]:
-    found = [str(s.details[key]) for s in run.load_steps for key in ("error", "reason") if key in s.details]
-    if run.setup_error is not None and str(run.setup_error) not in found:
-        found.append(str(run.setup_error))
-    return found
-
-
-def _load_status(final: Step | None, *, failed: bool) -> str:
-    """Ready, Failed, or (while a run is still going) the step reached."""
-    if final is not None and final.name in (READY, FAILED):
-        return final.name
-    if failed:
-        return FAILED
-    return final.name if final else "Not started"
-
-
-def _tar_size(run: ImageRun) -> int:
-    if run.target.kind == "tar" and run.target.manifest is not None:
-        return run.target.manifest.path.stat().st_size
-    return 0
 
 
 def verdict_of(checks: list[dict[str, Any]]) -> str:
     outcomes = {check["outcome"] for check in checks}
-    if "error" in outcomes or not checks:
+    if "error" in outcomes:
         return "error"
-    return "nonconformant" if "failed" in outcomes else "conformant"
+    if "failed" in outcomes:
+        return "nonconformant"
+    if "not-run" in outcomes or not checks:
+        return "incomplete"  # a check that never ran to an outcome: never conformant
+    return "conformant"
 
 
-def build(snapshots: dict[str, dict[str, Any]], checks: list[dict[str, Any]]) -> dict[str, Any]:
+def build(
+    snapshots: dict[str, dict[str, Any]], checks: list[dict[str, Any]], interrupted: str | None = None
+) -> dict[str, Any]:
     """The whole report: one entry per image, mirrored at the top level when there is one."""
     per_image = []
     for label, snapshot in snapshots.items():
@@ -133,6 +90,7 @@ def build(snapshots: dict[str, dict[str, Any]], checks: list[dict[str, Any]]) ->
         "reportVersion": REPORT_VERSION,
         "generatedAt": datetime.now(UTC).isoformat(timespec="seconds"),
         "verdict": verdict,
+        "interrupted": interrupted,
         "images": per_image,
     }
     if len(per_image) == 1:
@@ -157,15 +115,18 @@ def write_json(report: dict[str, Any], path: Path) -> None:
 
 # -- HTML fragments for pytest-html ---------------------------------------------------------
 
-_COLOURS = {"conformant": "#1a7f37", "nonconformant": "#cf222e", "error": "#9a6700"}
+_COLOURS = {"conformant": "#1a7f37", "incomplete": "#bc4c00", "nonconformant": "#cf222e", "error": "#9a6700"}
 
 
 def summary_html(report: dict[str, Any]) -> str:
     verdict = report["verdict"]
     parts = [
         f'<div class="psc-verdict psc-{verdict}" style="border-left:8px solid {_COLOURS[verdict]}">'
-        f'<span>Verdict</span> <strong id="psc-verdict">{escape(verdict.upper())}</strong></div>'
+        f'<span>Verdict</span> <strong id="psc-verdict" style="color:{_COLOURS[verdict]}">'
+        f"{escape(verdict.upper())}</strong></div>"
     ]
+    if report.get("interrupted"):
+        parts.append(f"<p class='psc-interrupted'>{escape(report['interrupted'])}</p>")
     for entry in report["images"]:
         parts.append(_image_html(entry))
     return "\n".join(parts)
@@ -174,15 +135,16 @@ def summary_html(report: dict[str, Any]) -> str:
 def _image_html(entry: dict[str, Any]) -> str:
     image = entry["image"]
     rows = "".join(
-        f"<tr><th>{escape(str(k))}</th><td>{escape(str(v))}</td></tr>"
+        f"<tr><th>{escape(str(k))}</th><td>{escape(_field(k, v))}</td></tr>"
         for k, v in entry["containerImage"].items()
     )
     failed = [c for c in entry["checks"] if c["outcome"] in ("failed", "error")]
+    not_run = [c for c in entry["checks"] if c["outcome"] == "not-run"]
     failed_html = (
         "<ol class='psc-failed'>"
         + "".join(
             f"<li><code>{escape(c['id'])}</code> ({escape(c['outcome'])}, "
-            f"SPEC.md {escape(c['specSection'])}): "
+            f"{_rule_html(c['rule'])}): "
             f"<pre>{escape(c['message'])}</pre></li>"
             for c in failed
         )
@@ -197,10 +159,24 @@ def _image_html(entry: dict[str, Any]) -> str:
         f"<p>{escape(image['source'])} <code>{escape(str(image['reference']))}</code>, "
         f"id <code>{escape(str(image['id'] or '-'))[:19]}</code>; {escape(image['modelYamlNote'] or '')}</p>"
         f"<h4>Failed checks</h4>{failed_html}"
-        f"<h4>Load steps</h4>{timeline_svg(entry['loadSteps'])}"
+        + (
+            "<h4>Checks that did not run</h4><ul class='psc-not-run'>"
+            + "".join(f"<li><code>{escape(c['id'])}</code>: {escape(c['message'])}</li>" for c in not_run)
+            + "</ul>"
+            if not_run
+            else ""
+        )
+        + f"<h4>Load steps</h4>{timeline_svg(entry['loadSteps'])}"
+        f"{rehearsal_html(entry.get('rehearsal'), entry.get('warnings') or [])}"
         f"<h4>Container image</h4><table class='psc-container-image'>{rows}</table>"
         "</section>"
     )
+
+
+def _field(name: str, value: Any) -> str:
+    if name == "containerImageSize" and isinstance(value, int):
+        return f"{value / 2**20:.1f} MiB ({value} bytes)"
+    return str(value)
 
 
 def timeline_svg(steps: list[dict[str, Any]], width: int = 720) -> str:
@@ -210,7 +186,10 @@ def timeline_svg(steps: list[dict[str, Any]], width: int = 720) -> str:
     starts = [datetime.fromisoformat(s["startedAt"]).timestamp() for s in steps]
     origin = min(starts)
     total = max(max(t - origin + s["durationSeconds"] for t, s in zip(starts, steps, strict=True)), 0.001)
-    label_width, row = 230, 24
+    names = [_step_label(step) for step in steps]
+    # Labels in a column of their own, as wide as the longest (about 7 px a character at 12 px).
+    label_width, row = max(len(name) for name in names) * 7 + 12, 24
+    width = max(width, label_width + 300)
     scale = (width - label_width - 90) / total
     bars = []
     for i, (start, step) in enumerate(zip(starts, steps, strict=True)):
@@ -219,7 +198,7 @@ def timeline_svg(steps: list[dict[str, Any]], width: int = 720) -> str:
         w = max(step["durationSeconds"] * scale, 2)
         failed = step["stepName"] == FAILED or "error" in step.get("details", {})
         colour = "#cf222e" if failed else "#1a7f37" if step["stepName"] == READY else "#0969da"
-        name = f"{step['step']} {step['stepName']} {step['percentage']}%"
+        name = names[i]
         bars.append(
             f'<g class="psc-step"><text x="0" y="{y + 14}" font-size="12">{escape(name)}</text>'
             f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="16" fill="{colour}" rx="2">'
@@ -234,11 +213,93 @@ def timeline_svg(steps: list[dict[str, Any]], width: int = 720) -> str:
     )
 
 
+def _bar(label: str, used: float | None, of: float | None, text: str, margin: float | None = None) -> str:
+    """One horizontal bar: what was used of what is declared or allowed."""
+    if used is None or not of:
+        return f"<tr><th>{escape(label)}</th><td colspan='2'>not measured</td></tr>"
+    share = max(0.0, min(used / of, 1.0))
+    over = margin is not None and share > 1 - margin
+    colour = "#cf222e" if share >= 1 else "#bc4c00" if over else "#1a7f37"
+    mark = (
+        f"<div class='psc-margin' style='left:{(1 - margin) * 100:.1f}%' title='margin'></div>"
+        if margin is not None
+        else ""
+    )
+    return (
+        f"<tr><th>{escape(label)}</th><td><div class='psc-bar'>{mark}"
+        f"<div style='width:{share * 100:.1f}%;background:{colour}'></div></div></td>"
+        f"<td>{escape(text)}</td></tr>"
+    )
+
+
+def rehearsal_html(rehearsal: dict[str, Any] | None, warnings: list[str]) -> str:
+    """The platform rehearsal: resources against model.yaml, timings against the timeouts."""
+    if rehearsal is None:
+        return ""
+    memory, cpu = rehearsal["memory"], rehearsal["cpu"]
+    status, run = rehearsal["statusTimeout"], rehearsal["runTimeout"]
+    margin = rehearsal["margin"]
+
+    def mib(value: int | None) -> str:
+        return "-" if value is None else f"{value / 2**20:.0f} MiB"
+
+    def seconds(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f} s"
+
+    percent = f" ({memory['percentOfDeclared']}%)" if memory["percentOfDeclared"] is not None else ""
+    used_cpu = "-" if cpu["averageUsed"] is None else f"{cpu['averageUsed']:.2f}"
+    rows = [
+        _bar(
+            "memory (peak)",
+            memory["peakBytes"],
+            memory["declaredBytes"],
+            f"{mib(memory['peakBytes'])} of {mib(memory['declaredBytes'])} declared{percent}",
+        ),
+        _bar(
+            "CPU (average)",
+            cpu["averageUsed"],
+            cpu["declared"],
+            f"{used_cpu} of {cpu['declared']:g} declared",
+        ),
+        _bar(
+            "ready after",
+            status["readySeconds"],
+            status["seconds"],
+            f"{seconds(status['readySeconds'])} of the {status['seconds']:g} s status timeout",
+            margin,
+        ),
+        _bar(
+            "slowest /run",
+            run["slowestSeconds"],
+            run["seconds"],
+            f"{seconds(run['slowestSeconds'])} of the {run['seconds']:g} s run timeout",
+            margin,
+        ),
+    ]
+    listed = "".join(f"<li>{escape(w)}</li>" for w in warnings)
+    return (
+        "<h4>Platform rehearsal</h4><table class='psc-rehearsal'>"
+        + "".join(rows)
+        + "</table>"
+        + (f"<ul class='psc-warnings'>{listed}</ul>" if warnings else "<p>No warning.</p>")
+    )
+
+
+def _step_label(step: dict[str, Any]) -> str:
+    label = f"{step['step']} {step['stepName']} {step['percentage']}%"
+    if step.get("details", {}).get("source") == "tag":
+        label += " (already in the engine)"  # nothing was uploaded: said as what it was
+    return label
+
+
 def evidence_html(check: dict[str, Any]) -> str:
-    """Request and response evidence of one check, and the log tail when it failed."""
-    parts = [f"<div class='psc-evidence'><p>SPEC.md {escape(check['specSection'])}</p>"]
+    """What the check enforces, its request and response evidence, and the log tail when it failed."""
+    enforces = f"{escape(check['summary'])}: " if check.get("summary") else ""
+    parts = [f"<div class='psc-evidence'><p>{enforces}{_rule_html(check['rule'])}</p>"]
     for ex in check.get("evidence", []):
-        answer = f"{ex['status']}" if ex["status"] is not None else f"no answer ({ex['error']})"
+        answer = f"{ex['status']}" if ex["status"] is not None else "no answer"
+        if ex["error"]:
+            answer += f" ({ex['error']})"
         headers = "".join(f"{escape(k)}: {escape(str(v))}\n" for k, v in ex["headers"].items())
         truncated = " [truncated]" if ex["bodyTruncated"] else ""
         parts.append(
@@ -250,3 +311,7 @@ def evidence_html(check: dict[str, Any]) -> str:
         parts.append(f"<p>Container log (tail)</p><pre>{escape(check['logTail'])}</pre>")
     parts.append("</div>")
     return "".join(parts)
+
+
+def _rule_html(link: str) -> str:
+    return f"rule <code>{escape(link)}</code>"

@@ -1,110 +1,42 @@
 """The conformance run of one image: prepare it once, start it once, run every check on it.
 
-Knows nothing of pytest: a script can drive an ``ImageRun`` directly.
+Knows nothing of pytest: a script can drive an ``ImageRun`` directly. What it sees goes
+into its ``Observation``; each check's HTTP exchanges into that check's evidence.
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import docker
-import docker.errors
 
 from . import cases as casedata
-from . import images, reaper, registry
+from . import images, jobs, reaper
 from .container import Limits, ModelContainer, Readiness
-from .errors import CheckSkipped, SetupError
+from .errors import CheckSkipped, Nonconformance, NotRun, SetupError
 from .http import Exchange
-from .metadata import ModelMetadata, parse_metadata
+from .labels import labels
+from .metadata import ModelMetadata, load_yaml, parse_metadata
+from .observe import Observation, Step, timed
 from .options import RunOptions
-from .registry import Progress, Reference
+from .platform import CHECKING, FAILED, FINAL_STEP, LOADING, READY, RUN_STEPS, UPLOADING
+from .rehearsal import Rehearsal, ResourceSampler, Timing, accepted
+from .sources import ImageSource
 
-LABEL = "org.psc-harness"
-SESSION_LABEL = "org.psc-harness.session"
-MOUNT_ROOT = "/psc-harness"
 DEFAULT_STATUS_TIMEOUT = 60.0
 DEFAULT_RUN_TIMEOUT = 60.0
 EXTRA_JOBS = 5  # room for the author's own jobs in the run's bound
 BOUND_SLACK = 60.0
 
-# The platform's names for the steps of taking an image in (SPEC.md section 1).
-UPLOADING = "Uploading container image"
-LOADING = "Loading model '{name}'"
-CHECKING = "Checking status endpoint"
-READY = "Ready"
-FAILED = "Failed"
-RUN_STEPS = ("Loading model", "Fetching inputs", "Submitting inputs", "Recording outputs", "Completed")
 
-
-@dataclass
-class Step:
-    """One step as the platform reports it, with what the harness observed during it."""
-
-    number: int
-    name: str
-    percentage: int
-    started_at: float  # time.time()
-    seconds: float = 0.0
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "step": self.number,
-            "stepName": self.name,
-            "percentage": self.percentage,
-            "startedAt": datetime.fromtimestamp(self.started_at, UTC).isoformat(timespec="milliseconds"),
-            "durationSeconds": round(self.seconds, 4),
-            **({"details": self.details} if self.details else {}),
-        }
-
-
-@contextlib.contextmanager
-def timed(steps: list[Step], number: int, name: str, percentage: int) -> Iterator[dict[str, Any]]:
-    """Record a step around a block; a failure is noted in the step and passed on."""
-    step = Step(number, name, percentage, time.time())
-    steps.append(step)
-    began = time.monotonic()
-    try:
-        yield step.details
-    except Exception as exc:
-        step.details["error"] = str(exc)
-        raise
-    finally:
-        step.seconds = time.monotonic() - began
-
-
-@dataclass(frozen=True)
-class Target:
-    """An image to check, as the user named it."""
-
-    kind: str  # "image" or "tar"
-    ref: str
-    manifest: images.TarManifest | None = None
-    reference: Reference | None = None  # parsed, for "image" targets
-    error: str | None = None  # what makes this target impossible to evaluate, found early
-
-    @property
-    def label(self) -> str:
-        return self.ref if self.kind == "image" else Path(self.ref).name
-
-
-@dataclass
-class JobResult:
-    exchange: Exchange
-    input_dir: Path
-    output_dir: Path
-
-    def output(self, name: str) -> Path:
-        return self.output_dir / name
+def effective(option: float | None, declared: float | None, default: float) -> float:
+    """The one precedence rule of every timeout: the command line, then model.yaml, then the default."""
+    return option or declared or default
 
 
 @dataclass
@@ -115,204 +47,317 @@ class ShutdownResult:
 
 
 @dataclass
+class CheckRecord:
+    """What one check saw: its exchanges, and when it began (for its log lines)."""
+
+    check_id: str
+    began: float  # time.time()
+    evidence: list[Exchange] = field(default_factory=list)
+
+
 class ImageRun:
-    target: Target
-    options: RunOptions
-    session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    progress: Callable[[str], None] | None = None  # live lines while an image is uploaded
+    def __init__(
+        self,
+        source: ImageSource,
+        options: RunOptions,
+        *,
+        session_id: str | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.source = source
+        self.options = options
+        self.session_id = session_id or uuid.uuid4().hex[:12]
+        self.progress = progress  # live lines while an image is uploaded
+        self.observed = Observation(source.label, source.reference, source.source)
+        self.client: docker.DockerClient | None = None
+        self.image: images.PreparedImage | None = None
+        self.metadata: ModelMetadata | None = None
+        self.cases: list[casedata.Case] = []
+        self.container: ModelContainer | None = None
+        self.readiness: Readiness | None = None
+        self.shutdown: ShutdownResult | None = None
+        self.setup_error: SetupError | None = None
+        self.metadata_error: str | None = None  # model.yaml found but unusable: image.model-yaml's finding
+        self.died_during: str | None = None  # the check during which the model exited unasked
+        self.root_causes: dict[str, str] = {}  # a finding's reason -> the check that found it first
+        self.current: CheckRecord | None = None
+        self.rehearsal: Rehearsal | None = None
+        self._staged: dict[object, list[jobs.JobDirs]] = {}  # prestaged job directories, by their inputs
+        self.sampler: ResourceSampler | None = None
+        self.cleanup_problems: list[str] = []
+        self._prepared = False
 
-    client: docker.DockerClient | None = None
-    image: images.PreparedImage | None = None
-    metadata: ModelMetadata | None = None
-    metadata_note: str = ""
-    cases: list[casedata.Case] = field(default_factory=list)
-    container: ModelContainer | None = None
-    readiness: Readiness | None = None
-    shutdown: ShutdownResult | None = None
-    setup_error: SetupError | None = None
-    engine_version: str | None = None
-    load_steps: list[Step] = field(default_factory=list)
-    pulled_refs: list[str] = field(default_factory=list)
-    label: str = ""  # unique among the images of one session
-    reaped: list[str] = field(default_factory=list)
-    cleanup_problems: list[str] = field(default_factory=list)
-    _prepared: bool = False
-    jobs: list[dict[str, Any]] = field(default_factory=list)
-    _workdir: Path | None = None
-    _jobs: int = 0
+    @property
+    def label(self) -> str:
+        return self.source.label
 
-    # -- preparation -------------------------------------------------------------------
+    # -- checks ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def checking(self, check_id: str) -> Iterator[CheckRecord]:
+        """Run one check: its exchanges are its evidence; an exit of the model during it, its finding."""
+        record = CheckRecord(check_id, time.time())
+        self.current = record
+        try:
+            yield record
+            self.require_alive()
+        finally:
+            self.current = None
+
+    def cite(self, exchange: Exchange | None) -> None:
+        """Count an earlier exchange as evidence of the check running now (the /status it judges)."""
+        if self.current is not None and exchange is not None and exchange not in self.current.evidence:
+            self.current.evidence.append(exchange)
+
+    def require_alive(self) -> None:
+        """An exit that nobody asked for is the finding of the check that sees it."""
+        container = self.container
+        if container is None or not container.started or self.shutdown is not None:
+            return
+        if self.died_during is not None:
+            return
+        code = container.exit_code()
+        if code is None:
+            return
+        self.died_during = self.current.check_id if self.current else "a check"
+        state = container.state()
+        oom = f", killed by the engine: {self.out_of_memory()}" if state.get("OOMKilled") else ""
+        raise self.finding(
+            "the model process",
+            "to keep running and serving until POST /shutdown",
+            f"it exited with code {code}{oom}",
+            "lifetime",
+        )
+
+    def out_of_memory(self) -> str:
+        """An out-of-memory kill, against the declared memory, with the peak seen before it."""
+        declared = self.limits.memory_bytes
+        figures = self.rehearsal.resources if self.rehearsal else None
+        peak = (
+            f"; peak seen before: {figures.peak_bytes / 2**20:.0f} MiB"
+            if figures and figures.peak_bytes
+            else ""
+        )
+        return f"the model ran out of its declared memory ({declared / 2**20:.0f} MiB{peak})"
+
+    def finding(self, route: str, expected: str, actual: str, rule: str) -> Nonconformance:
+        return Nonconformance(route, expected, actual, rule, log_tail=self.log_tail())
+
+    # -- preparation ----------------------------------------------------------------------
 
     def prepare(self) -> None:
         """Connect, bring the image into the engine, find model.yaml. Once; errors are kept."""
         if self.setup_error is not None:
-            raise CheckSkipped(f"not evaluated: {self.setup_error}")
+            raise NotRun(f"the image was not evaluated: {self.setup_error}")
         if self._prepared:
             return
         try:
             self._prepare()
         except SetupError as exc:
             self.setup_error = exc
+            self.observed.problem(str(exc))
             raise
         except Exception as exc:  # kept too: preparing again would load the image again
             self.setup_error = SetupError(f"preparing the image failed: {type(exc).__name__}: {exc}")
+            self.observed.problem(str(self.setup_error))
             raise self.setup_error from None
         self._prepared = True
 
     def _prepare(self) -> None:
-        if self.target.error is not None:
-            raise SetupError(self.target.error)
+        if self.source.error is not None:
+            raise SetupError(self.source.error)
         if self.options.model_data is not None:
-            self.cases = casedata.discover(self.options.model_data)
+            found = casedata.discover(self.options.model_data)
+            self.cases = found.cases
+            for kind in found.missing_kinds:
+                self.observed.warnings.append(
+                    f"{self.options.model_data} has no {kind}/<case>/ directory: those checks are skipped"
+                )
+        given_yaml = None
         if self.options.model_yaml is not None:
-            self.metadata = read_metadata_file(self.options.model_yaml)
-            self.metadata_note = f"model.yaml from {self.options.model_yaml}"
+            self.observed.model_yaml_note = f"model.yaml from {self.options.model_yaml}"
+            given_yaml = read_metadata_text(self.options.model_yaml)
+            self._use_metadata(given_yaml, str(self.options.model_yaml))
         self.client = images.connect()
         try:
-            self.engine_version = str(self.client.version().get("Version"))
+            self.observed.engine_version = str(self.client.version().get("Version"))
         except Exception as exc:
             raise SetupError(f"cannot reach the Docker engine: {images.reason(exc)}") from None
         # What runs killed outright left behind goes first (never a live run's).
         with contextlib.suppress(docker.errors.DockerException, OSError):
-            self.reaped = reaper.reap(self.client)
-        with timed(self.load_steps, 1, UPLOADING, 0) as details:
-            if self.target.kind == "tar":
-                self.image = self._load_tar(details)
-            else:
-                self.image = self._image_from_reference(details)
-            details["uploadPercentage"] = 100
-        if self.metadata is None:
+            self.observed.reaped = reaper.reap(self.client)
+        with timed(self.observed.load_steps, 1, UPLOADING, 0) as details:
+            self.image = self.source.bring_in(self.client, self.observed, self.progress)
+            self.observed.source = self.source.source
+            details.update(source=self.source.source, uploadPercentage=100)
+        self.observed.image_id = self.image.image_id
+        self.observed.digest = self.image.digest
+        self.observed.image_bytes = self.image.size
+        if self.has_command and given_yaml is not None:
+            self._compare_model_yaml(given_yaml)
+        if self.has_command and self.metadata is None:
             # Read from the model's own container, created but not started: no extra container.
             created = self._created()
             assert created.container is not None
-            found = images.read_model_yaml(created.container, self.image)
-            if found is not None:
-                text, where = found
-                self.metadata = parse_metadata(text, where)
-                self.metadata_note = f"model.yaml found in the image at {where.split(':')[-1]}"
+            in_image = images.read_model_yaml(created.container, self.image)
+            if in_image is not None:
+                text, where = in_image
+                self.observed.model_yaml_note = f"model.yaml found in the image at {where.split(':')[-1]}"
+                self._use_metadata(text, where)
                 created.set_limits(self.limits)
             else:
-                self.metadata_note = (
-                    "no model.yaml: given none, and none in the image's working directory or /opt/app"
+                self.observed.model_yaml_note = (
+                    "no model.yaml: given none, and none in the image's working directory or /opt/app; "
+                    "the container gets the default limits"
                 )
         if self.metadata is not None:
+            self.observed.model_yaml = self.metadata.source
             for case in self.cases:  # bad test-case data is found here, before any check runs
-                casedata.resolve_inputs(case, self.metadata.inputs)
-                casedata.expected_outputs(case, self.metadata.outputs)
+                self._inputs_against_declared(case, self.case_inputs(case))
+                self.case_outputs(case)
                 if case.kind == casedata.VALIDATION_ERRORS:
-                    casedata.expected_message(case)
+                    self.case_message(case)
 
-    def _load_tar(self, details: dict[str, Any]) -> images.PreparedImage:
-        assert self.client is not None
-        manifest = self.target.manifest or images.read_tar_manifest(Path(self.target.ref))
-        details.update(source="tar", bytes=manifest.path.stat().st_size)
-        return images.load_tar(self.client, manifest, self._progress_to(f"loading {manifest.path.name}"))
+    def _inputs_against_declared(self, case: casedata.Case, inputs: dict[str, Path]) -> None:
+        """An example input outside what model.yaml declares: a warning, since it is the author's data."""
+        if case.kind != casedata.EXAMPLES:
+            return
+        assert self.metadata is not None
+        for name, path in inputs.items():
+            limit = self.metadata.input_max.get(name)
+            size = path.stat().st_size
+            if limit is not None and size > limit:
+                self.observed.warnings.append(
+                    f"example {case.name}: {name} is {size} bytes, over its declared maxSize of {limit} bytes"
+                )
+            types = self.metadata.input_types.get(name, ())
+            with path.open("rb") as stream:
+                head = stream.read(64 * 1024)
+            if types and not accepted(types, head):
+                self.observed.warnings.append(
+                    f"example {case.name}: {name} does not look like any of its acceptedMediaTypes "
+                    f"({', '.join(types)})"
+                )
 
-    def _image_from_reference(self, details: dict[str, Any]) -> images.PreparedImage:
-        """The image named by reference: in the engine, or pulled, as the pull policy says."""
-        assert self.client is not None and self.target.reference is not None
-        reference = self.target.reference
-        if self.options.pull != "always":
-            try:
-                details.update(source="tag")
-                return images.from_tag(self.client, reference.text)
-            except SetupError:
-                if self.options.pull == "never":
-                    raise
-        details.update(source="registry")
-        if not images.image_present(self.client, reference.text):
-            self.pulled_refs.append(reference.text)  # before pulling: a pull cut short is removed too
+    def _compare_model_yaml(self, given: str) -> None:
+        """--model-yaml given while the image holds its own: say where they differ."""
+        assert self.image is not None
+        created = self._created()
+        assert created.container is not None
+        in_image = images.read_model_yaml(created.container, self.image)
+        if in_image is None:
+            return
+        text, where = in_image
+        with contextlib.suppress(SetupError):
+            mine, theirs = load_yaml(given, "model.yaml"), load_yaml(text, where)
+            if isinstance(mine, dict) and isinstance(theirs, dict):
+                fields = sorted(str(k) for k in {*mine, *theirs} if mine.get(k) != theirs.get(k))
+                if fields:
+                    self.observed.warnings.append(
+                        f"the model.yaml given differs from the image's {where.split(':')[-1]} in: "
+                        + ", ".join(fields[:10])
+                    )
+
+    def _use_metadata(self, text: str, where: str) -> None:
+        """Parse model.yaml; its problems are image.model-yaml's finding, not the end of the run."""
         try:
-            pulled = registry.pull(
-                self.client,
-                reference,
-                self.options.credentials,
-                self._progress_to(f"pulling {reference.text}"),
-            )
+            self.metadata = parse_metadata(text, where)
         except SetupError as exc:
-            if reference.explicit_registry or self.options.pull == "always":
-                raise
-            # Most likely a local tag mistyped, rather than an image meant to come from Docker Hub.
-            raise SetupError(
-                f"image {reference.text} is not in the Docker engine (pulling it failed: {exc})"
-            ) from None
-        details.update(bytes=pulled.total)
-        image = images.from_tag(self.client, reference.text)
-        image.source = "registry"
-        return image
+            self.metadata_error = str(exc)
+            self.observed.problem(str(exc))
 
-    def _progress_to(self, what: str) -> Callable[[Progress], None] | None:
-        show = self.progress
-        if show is None:
-            return None
-        return lambda seen: show(seen.line(what))
+    # -- the author's cases, resolved against model.yaml's names ---------------------------
+
+    def case_inputs(self, case: casedata.Case) -> dict[str, Path]:
+        assert self.metadata is not None
+        return casedata.resolve_inputs(case, self.metadata.inputs, self.metadata.outputs)
+
+    def case_outputs(self, case: casedata.Case) -> dict[str, Path]:
+        assert self.metadata is not None
+        return casedata.expected_outputs(case, self.metadata.outputs, self.metadata.inputs)
+
+    def case_message(self, case: casedata.Case) -> str:
+        assert self.metadata is not None
+        return casedata.expected_message(case, self.metadata.inputs)
 
     @property
-    def labels(self) -> dict[str, str]:
-        return {LABEL: "1", SESSION_LABEL: self.session_id, reaper.OWNER_LABEL: reaper.owner_token()}
+    def has_command(self) -> bool:
+        assert self.image is not None
+        return bool(self.image.config.get("Cmd") or self.image.config.get("Entrypoint"))
 
     def bound(self, run_checks: int) -> float:
         """The longest this image's battery may take once prepared (uploads are not counted)."""
-        jobs = run_checks + EXTRA_JOBS
-        return self.status_timeout + jobs * self.run_timeout + 2 * self.options.shutdown_timeout + BOUND_SLACK
+        jobs_ = run_checks + EXTRA_JOBS
+        return (
+            self.status_timeout + jobs_ * self.run_timeout + 2 * self.options.shutdown_timeout + BOUND_SLACK
+        )
 
     @property
     def status_timeout(self) -> float:
         declared = self.metadata.status_timeout if self.metadata else None
-        return self.options.status_timeout or declared or DEFAULT_STATUS_TIMEOUT
+        return effective(self.options.status_timeout, declared, DEFAULT_STATUS_TIMEOUT)
 
     @property
     def run_timeout(self) -> float:
         declared = self.metadata.run_timeout if self.metadata else None
-        return self.options.run_timeout or declared or DEFAULT_RUN_TIMEOUT
+        return effective(self.options.run_timeout, declared, DEFAULT_RUN_TIMEOUT)
 
-    # -- the container -----------------------------------------------------------------
+    @property
+    def limits(self) -> Limits:
+        if self.metadata is None:
+            return Limits()
+        return Limits(self.metadata.memory_bytes, self.metadata.cpu_count)
+
+    @property
+    def model_name(self) -> str:
+        return self.metadata.name if self.metadata else self.label
+
+    # -- the container --------------------------------------------------------------------
 
     def _created(self) -> ModelContainer:
         """The model's container, created but not started, with the declared resources."""
         if self.container is None:
             assert self.client is not None and self.image is not None
-            workdir = self.workdir()
-            mounts = {
-                workdir / "in": (f"{MOUNT_ROOT}/in", "ro"),
-                workdir / "out": (f"{MOUNT_ROOT}/out", "rw"),
-            }
             container = ModelContainer(
-                self.client, self.image.image_id, labels=self.labels, limits=self.limits, mounts=mounts
+                self.client, self.image.image_id, labels=labels(self.session_id), limits=self.limits
             )
             self.container = container  # registered first: removed at close even if creating fails
             container.create()
         return self.container
 
-    @property
-    def limits(self) -> Limits:
-        if self.metadata is None:
-            return Limits(None, None)
-        return Limits(self.metadata.memory_bytes, self.metadata.cpu_count)
-
     def start(self) -> ModelContainer:
         """Start the container once: one start serves the whole battery."""
         self.prepare()
+        if not self.has_command:
+            raise NotRun("the image has no default command (see image.default-command)")
         if self.shutdown is not None:
             return self.restart()  # a check runs after /shutdown (pytest --ff, -p randomly...)
         container = self._created()
         if container.started:
             return container
-        with timed(self.load_steps, 2, LOADING.format(name=self.model_name), 33) as details:
+        with timed(self.observed.load_steps, 2, LOADING.format(name=self.model_name), 33) as details:
             try:
                 container.start()
             except SetupError as exc:
-                self.setup_error = exc  # one failed start is enough: the other checks skip
+                self.setup_error = exc  # one failed start is enough: the other checks do not run
                 raise
             limits = container.limits
             details.update(
                 modelPort=container.model_port, memoryBytes=limits.memory_bytes, cpus=limits.cpu_count
             )
+        if self.rehearsal is None:
+            self.rehearsal = Rehearsal(
+                limits.memory_bytes,
+                limits.cpu_count,
+                self.metadata.gpu_count if self.metadata else 0,
+                Timing(self.status_timeout),
+                Timing(self.run_timeout),
+                margin=self.options.margin,
+            )
+            self.observed.rehearsal = self.rehearsal
+        self.sampler = ResourceSampler(container, self.rehearsal.resources)
+        self.sampler.start()
         return container
-
-    @property
-    def model_name(self) -> str:
-        return self.metadata.name if self.metadata else self.target.label
 
     def restart(self) -> ModelContainer:
         """A fresh container, for checks that come after /shutdown (the author's own tests)."""
@@ -320,12 +365,13 @@ class ImageRun:
             self.container.remove()
         self.container = None
         self.readiness = self.shutdown = None
+        self._staged = {}
         return self.start()
 
     def wait_ready(self) -> Readiness:
         if self.readiness is None:
             container = self.start()
-            with timed(self.load_steps, 3, CHECKING, 66) as details:
+            with timed(self.observed.load_steps, 3, CHECKING, 66) as details:
                 readiness = container.wait_ready(self.status_timeout)
                 details.update(
                     polls=readiness.polls,
@@ -334,18 +380,31 @@ class ImageRun:
                     firstAnswerSeconds=_rounded(readiness.first_answer_seconds),
                     readySeconds=_rounded(readiness.seconds) if readiness.ready else None,
                 )
-            final = Step(4, READY if readiness.ready else FAILED, 100 if readiness.ready else 66, time.time())
+            final = Step(
+                FINAL_STEP, READY if readiness.ready else FAILED, 100 if readiness.ready else 66, time.time()
+            )
             if not readiness.ready:
                 final.details["reason"] = self.not_ready_reason(readiness)
-            self.load_steps.append(final)
+            else:
+                assert self.sampler is not None and self.rehearsal is not None
+                self.sampler.mark_ready()
+                self.rehearsal.status.seconds = readiness.seconds
+            self.observed.load_steps.append(final)
             self.readiness = readiness
+        self.cite(self.readiness.last)
         return self.readiness
 
     def not_ready_reason(self, readiness: Readiness) -> str:
         if readiness.exit_code is not None:
-            oom = ", killed for exceeding its declared memory" if readiness.oom_killed else ""
-            seconds = readiness.seconds
-            return f"the container exited with code {readiness.exit_code} after {seconds:.1f} s{oom}"
+            oom = f", killed by the engine: {self.out_of_memory()}" if readiness.oom_killed else ""
+            return (
+                f"the container exited with code {readiness.exit_code} after {readiness.seconds:.1f} s{oom}"
+            )
+        if readiness.other_ports:
+            assert self.container is not None
+            where = ", ".join(map(str, readiness.other_ports))
+            port = self.container.model_port
+            return f"nothing listens on PSC_MODEL_PORT={port}; the server listens on {where}"
         last = readiness.last.summary() if readiness.last else "no request could be sent"
         return f"/status not 200 within {self.status_timeout:g} s ({readiness.polls} polls; last: {last})"
 
@@ -354,41 +413,21 @@ class ImageRun:
             self.restart()
         readiness = self.wait_ready()
         if not readiness.ready:
-            raise CheckSkipped("the model never became ready (see status.ready)")
+            raise NotRun("the model never became ready (see status.ready)")
+        if self.died_during is not None:
+            raise NotRun(f"the model exited unexpectedly during {self.died_during}")
+        self.require_alive()
         assert self.container is not None
-        code = self.container.exit_code()
-        if code is not None:
-            raise CheckSkipped(f"the container exited with code {code} during an earlier check")
         return self.container
 
-    @property
-    def history(self) -> list[Exchange]:
-        return self.container.http.history if self.container and self.container.http else []
-
     def log_tail(self) -> str:
-        return self.container.log_tail() if self.container else ""
+        if self.container is None:
+            return ""
+        since = self.current.began if self.current is not None else None
+        # The lines of this check's own time span first; the last lines of all when it wrote none.
+        return (since is not None and self.container.log_tail(since=since)) or self.container.log_tail()
 
-    def workdir(self) -> Path:
-        if self._workdir is None:
-            self._workdir = Path(tempfile.mkdtemp(prefix=reaper.temp_dir_prefix(self.session_id)))
-            (self._workdir / "in").mkdir(mode=0o755)
-            (self._workdir / "out").mkdir()
-            # The model may run as any user: let it write its outputs.
-            (self._workdir / "out").chmod(0o777)
-            self._workdir.chmod(0o755)
-        return self._workdir
-
-    # -- jobs -------------------------------------------------------------------------
-
-    def job_dirs(self, name: str) -> tuple[Path, Path, str, str]:
-        self._jobs += 1
-        job = f"{self._jobs:03d}-{name}"
-        input_dir = self.workdir() / "in" / job
-        output_dir = self.workdir() / "out" / job
-        input_dir.mkdir(mode=0o755)
-        output_dir.mkdir()
-        output_dir.chmod(0o777)
-        return input_dir, output_dir, f"{MOUNT_ROOT}/in/{job}", f"{MOUNT_ROOT}/out/{job}"
+    # -- jobs -----------------------------------------------------------------------------
 
     def run_job(
         self,
@@ -396,45 +435,66 @@ class ImageRun:
         *,
         name: str = "job",
         payload: dict[str, object] | None = None,
-    ) -> JobResult:
+    ) -> jobs.JobResult:
         """POST /run on the given input files (name -> content or file); returns the evidence."""
         steps: list[Step] = []
-        with timed(steps, 1, RUN_STEPS[0], 0):
+        number = iter(RUN_STEPS)
+        with timed(steps, *next(number)):
             container = self.require_ready()
-        with timed(steps, 2, RUN_STEPS[1], 25):
-            input_dir, output_dir, inside_in, inside_out = self.job_dirs(name)
-            for file_name, content in inputs.items():
-                target = input_dir / file_name
-                if isinstance(content, Path):
-                    shutil.copyfile(content, target)
-                else:
-                    target.write_bytes(content)
-                target.chmod(0o644)
-        job = {"type": "file", "input": inside_in, "output": inside_out, **(payload or {})}
+        with timed(steps, *next(number)):
+            staged = self._staged.get(_inputs_key(inputs))
+            dirs = staged.pop() if staged else jobs.stage(container, inputs)
+        job = {"type": "file", "input": dirs.input_dir, "output": dirs.output_dir, **(payload or {})}
         assert container.http is not None
-        with timed(steps, 3, RUN_STEPS[2], 50) as details:
+        with timed(steps, *next(number)) as details:
             exchange = container.http.post_json("/run", job, timeout=self.run_timeout)
-            details.update(httpStatus=exchange.status, error=exchange.error)
-        with timed(steps, 4, RUN_STEPS[3], 75) as details:
-            details["outputs"] = sorted(p.name for p in output_dir.iterdir()) if output_dir.is_dir() else []
-        if exchange.status == 200:
-            steps.append(Step(5, RUN_STEPS[4], 100, time.time()))
-        self.jobs.append({"job": name, "httpStatus": exchange.status, "steps": [s.as_dict() for s in steps]})
-        return JobResult(exchange, input_dir, output_dir)
+            self.cite(exchange)
+            if exchange.answered and self.rehearsal is not None:
+                slowest = self.rehearsal.run.seconds or 0.0
+                self.rehearsal.run.seconds = max(slowest, exchange.seconds)
+            details.update(httpStatus=exchange.status, outcome=exchange.outcome.value)
+        result = jobs.JobResult(exchange, dirs.input_dir, dirs.output_dir)
+        with timed(steps, *next(number)) as details:
+            caps = {k: v or 0 for k, v in self.metadata.output_max.items()} if self.metadata else {}
+            result.outputs, result.undeclared = jobs.collect(container, dirs, caps)
+            details["outputs"] = sorted(n for n, o in result.outputs.items() if o.exists())
+        if exchange.status == 200 and exchange.answered:
+            number_, name_, percentage = next(number)
+            steps.append(Step(number_, name_, percentage, time.time()))
+        self.observed.jobs.append(
+            {"job": name, "httpStatus": exchange.status, "steps": [s.as_dict() for s in steps]}
+        )
+        return result
+
+    def prestage(self, planned: Sequence[Mapping[str, Path]]) -> None:
+        """Copy the inputs of the jobs the battery will make into the container at once.
+
+        Each job still gets directories of its own, used once; a job that was not planned
+        is staged when it comes.
+        """
+        if self._staged or not planned:
+            return
+        container = self.require_ready()
+        for inputs, dirs in zip(planned, jobs.stage_many(container, planned), strict=True):
+            self._staged.setdefault(_inputs_key(inputs), []).append(dirs)
 
     def post_raw(self, path: str, body: bytes, content_type: str) -> Exchange:
         container = self.require_ready()
         assert container.http is not None
-        return container.http.request(
+        exchange = container.http.request(
             "POST", path, body=body, headers={"Content-Type": content_type}, timeout=self.run_timeout
         )
+        self.cite(exchange)
+        return exchange
 
-    # -- shutdown and cleanup ----------------------------------------------------------
+    # -- shutdown and cleanup -------------------------------------------------------------
 
     def shut_down(self) -> ShutdownResult:
         if self.shutdown is None:
             container = self.require_ready()
             assert container.http is not None
+            if self.sampler is not None:
+                self.sampler.stop()  # the figures of the running model, not of its way out
             # One deadline covers the answer and the exit.
             began = time.monotonic()
             exchange = container.http.request("POST", "/shutdown", timeout=self.options.shutdown_timeout)
@@ -443,44 +503,51 @@ class ImageRun:
             if code is None:
                 container.kill()
             self.shutdown = ShutdownResult(exchange, code, time.monotonic() - began)
+        self.cite(self.shutdown.exchange)
         return self.shutdown
 
     def close(self) -> None:
-        """Remove everything this run created: container, temporary directories, loaded image."""
+        """Remove everything this run created: the container, and the image it loaded or pulled."""
         # Each step on its own: one that fails must not leave the others undone.
         steps: list[Callable[[], None]] = []
+        if self.sampler is not None:
+            steps.append(self.sampler.stop)
         if self.container is not None:
             steps.append(self.container.remove)
-        if self._workdir is not None:
-            workdir = self._workdir
-            steps.append(lambda: shutil.rmtree(workdir, ignore_errors=True))
-        client, image = self.client, self.image
-        if client is not None and not self.options.keep_image:
-            if image is not None:
-                steps.append(lambda: images.remove_loaded(client, image))
-            steps += [lambda ref=ref: images.untag(client, ref) for ref in self.pulled_refs]  # type: ignore[misc]
+        client = self.client
         if client is not None:
-            steps.append(client.close)
+            steps += [lambda: self.source.cleanup(client), client.close]
         problems = []
         for step in steps:
             try:
                 step()
             except Exception as exc:
                 problems.append(f"{type(exc).__name__}: {exc}")
-        self.container, self._workdir, self.pulled_refs = None, None, []
+        self.container = None
         self.client = None
         self.cleanup_problems = problems
+
+
+def _inputs_key(inputs: Mapping[str, bytes | Path]) -> object:
+    """Jobs whose inputs are the same files share a key (content given as bytes never does)."""
+    if not all(isinstance(value, Path) for value in inputs.values()):
+        return object()
+    return frozenset((name, str(value)) for name, value in inputs.items())
 
 
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
-def read_metadata_file(path: Path) -> ModelMetadata:
+def read_metadata_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.stat().st_size > images.MODEL_YAML_MAX:
+            raise SetupError(f"model.yaml {path} is larger than 1 MiB")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SetupError(f"model.yaml {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SetupError(f"cannot read model.yaml {path}: {exc}") from None
-    return parse_metadata(text, str(path))
+
+
+__all__ = ["CheckSkipped", "ImageRun", "ShutdownResult"]

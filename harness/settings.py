@@ -80,11 +80,30 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("--registry-password-stdin", None, "read the registry password from standard input", "flag"),
     Option("--keep-image", "model_keep_image", "keep images the harness pulled or loaded", "flag"),
+    Option(
+        "--timeout-margin",
+        "model_timeout_margin",
+        "share of each timeout that should be left, e.g. 50% (default) or 0.3; less is a warning",
+        metavar="SHARE",
+    ),
+    Option(
+        "--strict-rehearsal", "model_strict_rehearsal", "platform rehearsal warnings fail the image", "flag"
+    ),
+    Option(
+        "--compare-bytes",
+        "model_compare_bytes",
+        "compare expected outputs byte for byte, also those declared JSON (default: as JSON values)",
+        "flag",
+    ),
 )
 
 
 def addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("model-conformance", "model container conformance")
+    group = parser.getgroup(
+        "model-conformance",
+        "model container conformance (exit codes: 0 conformant, 1 nonconformant, 2 incomplete, "
+        "4 usage error, 6 not evaluated; the contract: python -m harness contract)",
+    )
     for option in OPTIONS:
         dest = option.ini or option.flag.lstrip("-").replace("-", "_")
         if option.kind == "list":
@@ -181,6 +200,19 @@ def resolve(config: pytest.Config, stdin_password: str | None = None) -> Setting
     elif from_stdin:
         raise pytest.UsageError("--registry-password-stdin needs --registry-username")
 
+    margin_raw, margin_source = values["--timeout-margin"]
+    margin = 0.5
+    if margin_raw is not None:
+        text = str(margin_raw).strip()
+        try:
+            margin = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        except ValueError:
+            margin = -1.0
+        if not 0 <= margin < 1:
+            raise pytest.UsageError(
+                f"{margin_source}: expected a share such as 50% or 0.5, got {text[:40]!r}"
+            )
+
     options = RunOptions(
         model_yaml=path("--model-yaml"),
         model_data=path("--model-data"),
@@ -190,6 +222,19 @@ def resolve(config: pytest.Config, stdin_password: str | None = None) -> Setting
         pull=pull,
         credentials=credentials,
         keep_image=bool(values["--keep-image"][0]),
+        compare_bytes=bool(values["--compare-bytes"][0]),
+        margin=margin,
+        strict=bool(values["--strict-rehearsal"][0]),
     )
     report_dir = path("--conformance-report") or config.invocation_params.dir / "reports"
+    if report_dir.exists() and not report_dir.is_dir():
+        raise pytest.UsageError(
+            f"{values['--conformance-report'][1]}: {report_dir} is a file; give a directory for the reports"
+        )
+    if not (images or tars):
+        given = [flag for flag in ("--model-data", "--model-yaml") if values[flag][0] is not None]
+        if given:
+            raise pytest.UsageError(
+                f"{' and '.join(given)} given but no image: add --model-image REF or --model-tar FILE"
+            )
     return Settings(images, tars, options, report_dir, from_stdin)

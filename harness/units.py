@@ -8,6 +8,7 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*$", re.IGNORECASE
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
 _SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+MAX_DURATION = 24 * 3600.0  # longer waits are a typo, and overflow the clocks they are set on
 
 
 def parse_size(value: object) -> int:
@@ -30,4 +31,6 @@ def parse_duration(value: object) -> float:
     seconds = float(match[1]) * _SECONDS[match[2] or "s"]
     if seconds <= 0:
         raise ValueError(f"a duration must be positive, got {value!r}")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"a duration must be at most 24h, got {str(value)[:40]!r}")
     return seconds

@@ -50,6 +50,8 @@ class Sample:
     hostile: str = ""  # how it tries to hang, flood or crash the harness
     log_flood_mib: int = 0
     on_demand: bool = False  # built only when named (python -m sample_models.build NAME)
+    model_yaml: str = "model.yaml"  # the image's model.yaml, relative to langid/
+    target: str = "app"  # the Dockerfile stage
 
     @property
     def tag(self) -> str:
@@ -59,6 +61,8 @@ class Sample:
 SAMPLES: tuple[Sample, ...] = (
     Sample("langid", ""),
     Sample("langid-slow-start", "", ready_after=8),
+    Sample("langid-gzip", ""),  # gzip bodies whenever Accept-Encoding allows it
+    Sample("langid-non-root", "", target="non-root"),
     Sample("broken-status-html", "/status answers Content-Type text/html"),
     Sample("broken-status-no-statuscode", "the /status body lacks statusCode"),
     Sample("broken-ignores-port", "listens on 8080 whatever PSC_MODEL_PORT says"),
@@ -68,6 +72,10 @@ SAMPLES: tuple[Sample, ...] = (
     Sample("broken-run-error-not-json", "/run errors answer text/plain"),
     Sample("broken-shutdown-exit-1", "/shutdown ends the process with exit code 1"),
     Sample("broken-shutdown-ignored", "/shutdown answers 202 but the process never exits"),
+    Sample("broken-no-command", "the image has no CMD or ENTRYPOINT", target="no-command"),
+    Sample("broken-memory-hog", "/run uses 512 MiB, twice the memory model.yaml declares"),
+    Sample("broken-output-media-type", "/run writes results.json, declared application/json, as plain text"),
+    Sample("langid-close-to-timeout", "", ready_after=14),  # 14 s of its 20 s status timeout
     Sample("hostile-log-flood", "", hostile="writes 256 MiB of log at start", log_flood_mib=256),
     Sample(
         "hostile-log-flood-1g", "", hostile="writes 1 GiB of log at start", log_flood_mib=1024, on_demand=True
@@ -75,6 +83,27 @@ SAMPLES: tuple[Sample, ...] = (
     Sample("hostile-huge-body", "", hostile="/status answers a 64 MiB body"),
     Sample("hostile-trickle", "", hostile="/status trickles its answer, a byte a second"),
     Sample("hostile-crash-during-run", "", hostile="/run crashes the container (exit code 70)"),
+    Sample("hostile-output-symlink", "", hostile="/run makes results.json a symbolic link to /etc/shadow"),
+    Sample("hostile-output-fifo", "", hostile="/run makes results.json a FIFO, which blocks its reader"),
+    Sample("hostile-huge-output", "", hostile="/run writes results.json as a 3 GiB sparse file"),
+    Sample(
+        "hostile-dies-after-first-answer",
+        "",
+        hostile="the container exits with code 3 0.3 s after its first /status answer",
+    ),
+    Sample("hostile-slow-headers", "", hostile="/status sends its headers a byte every 0.5 s"),
+    Sample("hostile-deep-json", "", hostile="/status answers a JSON array nested 100000 deep"),
+    Sample(
+        "hostile-billion-laughs",
+        "",
+        hostile="model.yaml is a billion laughs: its aliases expand to 10**9 strings",
+        model_yaml="hostile/billion-laughs.yaml",
+    ),
+    Sample(
+        "hostile-litters-jobs",
+        "",
+        hostile="/run litters the parents of the job's input and output directories with directories",
+    ),
 )
 CONFORMANT = SAMPLES[0]
 CONFORMANT_TAR = TAR_DIR / f"{CONFORMANT.name}.tar"
@@ -181,7 +210,9 @@ def build_sample(client: docker.DockerClient, sample: Sample, base: str) -> Imag
                 "VARIANT": sample.name,
                 "READY_AFTER": str(sample.ready_after),
                 "LOG_FLOOD_MIB": str(sample.log_flood_mib),
+                "MODEL_YAML": sample.model_yaml,
             },
+            target=sample.target,
             labels={LABEL: sample.name},
             pull=False,
             rm=True,

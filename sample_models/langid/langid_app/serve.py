@@ -11,6 +11,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from . import rawhttp
 from .server import create_app
 
 
@@ -53,6 +54,9 @@ def main() -> None:
     if not port.isdigit():
         print(f"langid: PSC_MODEL_PORT must be a port number, got {port!r}", flush=True)
         sys.exit(2)
+    if variant == "hostile-slow-headers":
+        rawhttp.serve(int(port))
+        return
     ready_at = time.time() + float(os.environ.get("PSC_SAMPLE_READY_AFTER", "0"))
     if ready_at > time.time():
         stamp = datetime.fromtimestamp(ready_at, UTC).isoformat(timespec="milliseconds")
@@ -69,6 +73,8 @@ def main() -> None:
         options["on_exit"] = on_exit_with(1)
     if variant == "hostile-crash-during-run":
         options["child_exit"] = lambda _server, _worker: os._exit(70)
+    if variant == "hostile-dies-after-first-answer":
+        options["child_exit"] = lambda _server, _worker: os._exit(3)
     flood = int(os.environ.get("PSC_SAMPLE_LOG_FLOOD_MIB", "0"))
     if flood:
         threading.Thread(target=flood_log, args=(flood,), daemon=True).start()

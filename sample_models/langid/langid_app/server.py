@@ -7,6 +7,8 @@ shown to fail for the right reason.
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import json
 import os
 import signal
@@ -43,6 +45,11 @@ def envelope(
 
 HUGE_BODY_BYTES = 64 * 2**20
 TRICKLE_SECONDS_PER_BYTE = 1.0
+DIE_AFTER_SECONDS = 0.3
+DEEP_JSON_LEVELS = 100_000
+HUGE_OUTPUT_BYTES = 3 * 2**30
+LITTER_PER_RUN = 50
+HOSTILE_OUTPUTS = ("hostile-output-symlink", "hostile-output-fifo", "hostile-huge-output")
 
 
 def trickle(response: Response) -> Response:
@@ -57,6 +64,48 @@ def trickle(response: Response) -> Response:
     return Response(drip(), status=response.status_code, mimetype=response.mimetype)
 
 
+def write_hostile_output(variant: str, path: Path, text: str) -> None:
+    """Something that is not a small regular file, where the declared output belongs."""
+    path.unlink(missing_ok=True)
+    if variant == "hostile-output-symlink":
+        os.symlink("/etc/shadow", path)
+    elif variant == "hostile-output-fifo":
+        os.mkfifo(path)
+    else:  # hostile-huge-output: sparse, so it costs no disk
+        with path.open("wb") as out:
+            out.write(text.encode())
+            out.truncate(HUGE_OUTPUT_BYTES)
+
+
+HOG_BYTES = 512 * 2**20  # twice the 256M the sample declares
+
+
+def hog() -> None:
+    """Touch more memory than model.yaml declares: the engine's out-of-memory killer ends the worker."""
+    block = bytearray(HOG_BYTES)
+    for offset in range(0, HOG_BYTES, 4096):
+        block[offset] = 1
+
+
+def litter(*job_dirs: Path) -> None:
+    """Directories with guessable names, a file in each, next to the job's directories."""
+    for parent in sorted({d.parent for d in job_dirs}):
+        made = 0
+        for number in range(1, 1000):
+            sibling = parent / f"{number:03d}-x"
+            try:
+                sibling.mkdir()
+            except FileExistsError:
+                continue
+            except OSError:
+                break  # read-only or not ours: nothing to litter there
+            with contextlib.suppress(OSError):
+                (sibling / "litter.txt").write_text("left here by hostile-litters-jobs\n")
+            made += 1
+            if made == LITTER_PER_RUN:
+                break
+
+
 def parse_size(text: str) -> int:
     units = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
     text = str(text).strip().upper().removesuffix("B")
@@ -64,12 +113,14 @@ def parse_size(text: str) -> int:
 
 
 def create_app(variant: str, ready_at: float) -> Flask:
-    metadata = yaml.safe_load((APP_DIR / "model.yaml").read_text(encoding="utf-8"))
+    # langid.yaml is always the sample's own model.yaml; the image's model.yaml may be a hostile one.
+    metadata = yaml.safe_load((APP_DIR / "langid.yaml").read_text(encoding="utf-8"))
     inputs: dict[str, dict[str, Any]] = metadata["inputs"]
     outputs: dict[str, dict[str, Any]] = metadata["outputs"]
     app = Flask("langid")
     lock = threading.Lock()
     loaded: list[LanguageIdentifier] = []
+    first_answer = threading.Lock()
 
     def model() -> LanguageIdentifier:
         # Like the reference server, the model is built on first use (normally /status).
@@ -87,6 +138,19 @@ def create_app(variant: str, ready_at: float) -> Flask:
         app.logger.exception("unhandled error")
         return envelope(500, f"internal error: {exc}")
 
+    if variant == "langid-gzip":
+
+        @app.after_request
+        def compress(response: Response) -> Response:
+            response.vary.add("Accept-Encoding")
+            if response.is_streamed or request.accept_encodings.quality("gzip") <= 0:
+                return response
+            body = response.get_data()
+            if body:
+                response.set_data(gzip.compress(body, mtime=0))
+                response.headers["Content-Encoding"] = "gzip"
+            return response
+
     @app.get("/status")
     def status() -> Response:
         if variant == "broken-never-ready" or time.time() < ready_at:
@@ -101,6 +165,16 @@ def create_app(variant: str, ready_at: float) -> Flask:
             return envelope(200, "model is ready " + "x" * HUGE_BODY_BYTES)
         if variant == "hostile-trickle":
             return trickle(envelope(200, "model is ready"))
+        if variant == "hostile-deep-json":
+            body = "[" * DEEP_JSON_LEVELS + "]" * DEEP_JSON_LEVELS
+            return Response(body, status=200, mimetype="application/json")
+        if variant == "hostile-dies-after-first-answer":
+            if not first_answer.acquire(blocking=False):
+                threading.Event().wait()  # the container is going down: never answer again
+            print("langid: answered /status once, exiting (sample defect)", flush=True)
+            # The master's child_exit hook then ends the container with code 3 (not the
+            # worker's own code: gunicorn reads a worker's 3 as "failed to boot").
+            threading.Timer(DIE_AFTER_SECONDS, os._exit, (1,)).start()
         return envelope(200, "model is ready", with_code=variant != "broken-status-no-statuscode")
 
     def run_error(code: int, message: str) -> Response:
@@ -139,6 +213,8 @@ def create_app(variant: str, ready_at: float) -> Flask:
             os._exit(1)  # the master's child_exit hook then ends the container
         try:
             input_dir, output_dir = read_job()
+            if variant == "hostile-litters-jobs":
+                litter(input_dir, output_dir)
             ((name, spec),) = inputs.items()
             path = input_dir / name
             if not path.is_file():
@@ -150,14 +226,23 @@ def create_app(variant: str, ready_at: float) -> Flask:
             limit = spec.get("maxSize")
             if limit is not None and len(data) > parse_size(limit):
                 raise JobError(422, f"the input is larger than the {limit} limit")
+            if variant == "broken-memory-hog":
+                hog()
             try:
                 result = model().predict(data)
             except InputRejected as exc:
                 raise JobError(422, str(exc)) from None
             if variant != "broken-run-no-output":
                 (out_name,) = outputs
+                text = json.dumps(result, indent=2, sort_keys=True) + "\n"
                 try:
-                    (output_dir / out_name).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+                    if variant == "broken-output-media-type":
+                        # Declared application/json; written as YAML-like text.
+                        text = "".join(f"{key}: {value}\n" for key, value in sorted(result.items()))
+                    if variant in HOSTILE_OUTPUTS:
+                        write_hostile_output(variant, output_dir / out_name, text)
+                    else:
+                        (output_dir / out_name).write_text(text)
                 except OSError as exc:
                     raise JobError(400, f"cannot write '{out_name}': {exc.strerror}") from None
         except JobError as exc:

@@ -1,0 +1,35 @@
+"""``python -m harness contract [RULE]``: the contract the harness enforces, as it ships with it."""
+
+from __future__ import annotations
+
+import sys
+from importlib import resources
+
+USAGE = "usage: python -m harness contract [RULE]   (RULE: an anchor such as envelope or run-200)"
+
+
+def contract_text(rule: str | None = None) -> str:
+    text = resources.files("harness").joinpath("contract.md").read_text(encoding="utf-8")
+    if rule is None:
+        return text
+    marker = f'<a id="{rule}"></a>'
+    if marker not in text:
+        raise KeyError(rule)
+    section = text.split(marker, 1)[1]
+    return section.split('<a id="', 1)[0].strip() + "\n"
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] != "contract" or len(argv) > 2:
+        print(USAGE, file=sys.stderr)
+        return 2
+    try:
+        sys.stdout.write(contract_text(argv[1] if len(argv) == 2 else None))
+    except KeyError:
+        print(f"harness: the contract has no rule {argv[1]!r}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

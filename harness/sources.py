@@ -1,0 +1,196 @@
+"""Image sources: where the image under test comes from, behind one interface.
+
+A source is checked early (a malformed reference or unreadable TAR is found before any
+check runs), brings its image into the engine, describes itself for the report, and
+removes what it brought in. Nothing else in the harness asks what kind of source it has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import docker
+import docker.errors
+
+from . import images, registry
+from .errors import SetupError
+from .labels import LABEL, LOADED_IMAGE_LABEL, OWNER_LABEL, owner_gone
+from .observe import Observation
+from .options import RunOptions
+from .registry import Progress
+
+ProgressLine = Callable[[str], None]
+
+
+class ImageSource(Protocol):
+    label: str  # how the image is named in check ids and reports
+    reference: str  # as the user gave it
+    source: str  # "tag", "tar" or "registry": what the report calls it
+    error: str | None  # what makes this source impossible to evaluate, found early
+
+    def bring_in(
+        self, client: docker.DockerClient, observed: Observation, progress: ProgressLine | None
+    ) -> images.PreparedImage: ...
+
+    def cleanup(self, client: docker.DockerClient) -> None: ...
+
+
+def _progress_to(show: ProgressLine | None, what: str) -> Callable[[Progress], None] | None:
+    if show is None:
+        return None
+    return lambda seen: show(seen.line(what))
+
+
+class ReferenceSource:
+    """An image named by reference: in the engine already, or pulled as the pull policy says."""
+
+    def __init__(self, text: str, options: RunOptions) -> None:
+        self.reference = self.label = text
+        self.options = options
+        self.source = "tag"
+        self.error: str | None = None
+        self.parsed: registry.Reference | None = None
+        self._pulled: list[str] = []
+        try:
+            self.parsed = registry.parse_reference(text)
+        except SetupError as exc:
+            self.error = str(exc)
+        if self.parsed is not None and self.parsed.explicit_registry:
+            self.source = "registry"
+
+    def bring_in(
+        self, client: docker.DockerClient, observed: Observation, progress: ProgressLine | None
+    ) -> images.PreparedImage:
+        assert self.parsed is not None
+        reference = self.parsed
+        if reference.explicit_registry:
+            observed.registry_fields = reference.report_fields()
+        not_here: SetupError | None = None
+        if self.options.pull != "always":
+            try:
+                image = images.from_tag(client, reference.text)
+                self.source = "tag"
+                return image
+            except SetupError as exc:
+                if self.options.pull == "never":
+                    raise
+                not_here = exc
+        self.source = "registry"
+        observed.registry_fields = reference.report_fields()
+        if not images.image_present(client, reference.text):
+            self._pulled.append(reference.text)  # before pulling: a pull cut short is removed too
+        try:
+            pulled = registry.pull(
+                client,
+                reference,
+                self.options.credentials,
+                _progress_to(progress, f"pulling {reference.text}"),
+            )
+        except SetupError as exc:
+            if reference.explicit_registry or self.options.pull == "always":
+                raise
+            # Most likely a local tag mistyped, rather than an image meant to come from Docker Hub.
+            raise SetupError(f"{not_here}; pulling it from Docker Hub failed too: {exc}") from None
+        observed.upload_bytes = pulled.total
+        image = images.from_tag(client, reference.text)
+        image.source = "registry"
+        return image
+
+    def cleanup(self, client: docker.DockerClient) -> None:
+        if not self.options.keep_image:
+            for ref in self._pulled:
+                images.untag(client, ref)
+        self._pulled = []
+
+
+class TarSource:
+    """A ``docker save`` archive, streamed into the engine.
+
+    While a run uses an image it loaded, a small labelled volume marks it as that run's:
+    the image is removed when the last run that marked it is done, or by the next run
+    after its owner was killed; an image that was in the engine before, unmarked, is the
+    user's and stays.
+    """
+
+    def __init__(self, path: Path, options: RunOptions, session_id: str) -> None:
+        self.path = path
+        self.reference = str(path)
+        self.label = path.name
+        self.source = "tar"
+        self.options = options
+        self.session_id = session_id
+        self.error: str | None = None
+        self.manifest: images.TarManifest | None = None
+        self._marker: str | None = None
+        try:
+            self.manifest = images.read_tar_manifest(path)
+        except SetupError as exc:
+            self.error = str(exc)
+
+    def bring_in(
+        self, client: docker.DockerClient, observed: Observation, progress: ProgressLine | None
+    ) -> images.PreparedImage:
+        assert self.manifest is not None
+        manifest = self.manifest
+        observed.upload_bytes = manifest.size
+        if len(manifest.image_ids) != 1:
+            return images.load_tar(client, manifest)  # refuses it, naming the images
+        (image_id,) = manifest.image_ids
+        if images.image_present(client, image_id) and not _other_marks(client, image_id, None):
+            return images.from_tag(client, image_id)  # the user's own image: used as it is, never removed
+        self._marker = _mark(client, image_id, self.session_id)
+        return images.load_tar(client, manifest, _progress_to(progress, f"loading {self.path.name}"))
+
+    def _unmark(self, client: docker.DockerClient) -> None:
+        if self._marker is not None:
+            with contextlib.suppress(docker.errors.NotFound):
+                client.volumes.get(self._marker).remove(force=True)
+            self._marker = None
+
+    def cleanup(self, client: docker.DockerClient) -> None:
+        if self._marker is None or self.manifest is None:
+            return
+        (image_id,) = self.manifest.image_ids
+        marker = self._marker
+        self._unmark(client)
+        if not self.options.keep_image and not _other_marks(client, image_id, marker):
+            _remove_image(client, image_id)
+
+
+def _mark(client: docker.DockerClient, image_id: str, session_id: str) -> str:
+    from .labels import labels
+
+    name = f"psc-harness-load-{session_id}-{image_id.removeprefix('sha256:')[:12]}"
+    client.volumes.create(name=name, labels={**labels(session_id), LOADED_IMAGE_LABEL: image_id})
+    return name
+
+
+def _other_marks(client: docker.DockerClient, image_id: str, own: str | None) -> list[str]:
+    found = client.volumes.list(filters={"label": f"{LOADED_IMAGE_LABEL}={image_id}"})
+    return [v.name for v in found if v.name != own]
+
+
+def _remove_image(client: docker.DockerClient, image_id: str) -> None:
+    with contextlib.suppress(docker.errors.NotFound):
+        client.images.remove(image_id, force=True)
+
+
+def reap_loaded(client: docker.DockerClient) -> list[str]:
+    """Remove the marks, and then the images, of runs that were killed while they held them."""
+    removed: list[str] = []
+    for volume in client.volumes.list(filters={"label": LOADED_IMAGE_LABEL}):
+        labels = volume.attrs.get("Labels") or {}
+        if LABEL not in labels or not owner_gone(labels.get(OWNER_LABEL, "")):
+            continue
+        image_id = labels[LOADED_IMAGE_LABEL]
+        with contextlib.suppress(docker.errors.APIError):
+            volume.remove(force=True)
+            removed.append(f"volume {volume.name}")
+        if not _other_marks(client, image_id, None):
+            with contextlib.suppress(docker.errors.APIError):
+                client.images.remove(image_id, force=True)
+                removed.append(f"image {image_id[:19]}")
+    return removed

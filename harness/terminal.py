@@ -1,0 +1,98 @@
+"""What the harness prints: the header, live upload progress, and the verdict at the end.
+
+Only output: it reads the run state and the report collector, and decides nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .options import EXIT_NOT_EVALUATED
+
+if TYPE_CHECKING:
+    from .collector import ReportCollector
+    from .session import HarnessSession
+
+
+class TerminalOutput:
+    def __init__(self, config: pytest.Config, state: HarnessSession, collector: ReportCollector) -> None:
+        self.config = config
+        self.state = state
+        self.collector = collector
+        self._last_progress = 0.0
+        self._on_own_line = False
+
+    def _reporter(self) -> Any:
+        if hasattr(self.config, "workerinput"):
+            return None
+        return self.config.pluginmanager.getplugin("terminalreporter")
+
+    def progress(self, line: str) -> None:
+        """A live progress line for a person watching a long pull or load."""
+        reporter = self._reporter()
+        if reporter is None:
+            return
+        now = time.monotonic()
+        done = "100.0%" in line
+        isatty = getattr(reporter, "isatty", False)  # a method since pytest 8.4.1, a bool before
+        tty = bool(isatty() if callable(isatty) else isatty)
+        if not done and now - self._last_progress < (0.5 if tty else 5.0):
+            return
+        self._last_progress = now
+        capture = self.config.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            # On its own line, so that pytest's own progress line stays whole.
+            if tty:
+                if not self._on_own_line:
+                    reporter.ensure_newline()  # pytest's own progress line stays whole
+                    self._on_own_line = True
+                reporter.write(f"\r{line}" + ("\n" if done else ""), flush=True)
+                self._on_own_line = not done
+            else:
+                reporter.ensure_newline()
+                reporter.write_line(line)
+
+    def pytest_report_header(self) -> list[str]:
+        named = ", ".join(f"{run.source.reference} ({run.source.source})" for run in self.state.runs.values())
+        return [f"model images: {named}"]
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        write = terminalreporter.write_line
+        for label, run in self.state.runs.items():
+            if run.observed.model_yaml_note:
+                write(f"{label}: {run.observed.model_yaml_note}")
+            if run.observed.reaped:
+                write(f"harness: removed what killed runs left: {', '.join(run.observed.reaped)}")
+        if self.state.overrun:
+            write(f"harness: {self.state.overrun}", red=True)
+        report = self.collector.report
+        if report is None:
+            return
+        for entry in report["images"]:
+            for warning in entry.get("warnings") or ():
+                write(f"{entry['image']['label']}: warning: {warning}", yellow=True)
+        if self.collector.written is not None:
+            write(f"conformance report: {self.collector.written} (verdict: {report['verdict']})")
+        for problem in self.collector.schema_problems[:1]:  # a harness bug, not the image's: say so
+            write(f"conformance report does not match its schema: {problem}", red=True)
+        if not self.config.pluginmanager.hasplugin("html"):
+            write("conformance report: HTML not written: pytest-html is not installed")
+        verdict = report["verdict"]
+        if verdict == "incomplete":
+            not_run = sum(1 for i in report["images"] for c in i["checks"] if c["outcome"] == "not-run")
+            total = sum(len(i["checks"]) for i in report["images"])
+            why = report.get("interrupted") or "checks were deselected"
+            write(f"model conformance: INCOMPLETE, {not_run} of {total} checks did not run ({why})", red=True)
+        elif verdict == "error":
+            write(f"model conformance: not evaluated (exit code {EXIT_NOT_EVALUATED})", red=True)
+        else:
+            write(
+                f"model conformance: {verdict.upper()}",
+                green=verdict == "conformant",
+                red=verdict != "conformant",
+            )

@@ -1,0 +1,295 @@
+"""Unit tests of the core modules that need no Docker engine: real sockets where HTTP is involved."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from harness import cases, checks, metadata, rehearsal, units
+from harness.errors import SetupError
+from harness.http import ModelClient, Outcome
+
+MODEL_YAML = (Path(__file__).resolve().parent.parent / "sample_models" / "langid" / "model.yaml").read_text()
+
+
+# -- the HTTP client: every exchange ends by its deadline -----------------------------------
+
+
+@pytest.fixture
+def server() -> Iterator[Callable[[Callable[[socket.socket], None]], ModelClient]]:
+    """A one-connection-at-a-time TCP server on loopback whose behaviour the test gives."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.1)
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def start(behave: Callable[[socket.socket], None]) -> ModelClient:
+        def loop() -> None:
+            while not stop.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                with conn:
+                    conn.settimeout(2)
+                    try:
+                        conn.recv(65536)
+                        behave(conn)
+                    except OSError:
+                        pass  # the client gave up first: that is what these tests make it do
+
+        threads.append(threading.Thread(target=loop, daemon=True))
+        threads[-1].start()
+        return ModelClient("127.0.0.1", listener.getsockname()[1])
+
+    yield start
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    listener.close()
+
+
+def trickle(data: bytes, every: float, for_at_most: float = 3.0) -> Callable[[socket.socket], None]:
+    def behave(conn: socket.socket) -> None:
+        ends = time.monotonic() + for_at_most
+        for byte in data:
+            if time.monotonic() > ends:
+                return
+            conn.sendall(bytes([byte]))
+            time.sleep(every)
+
+    return behave
+
+
+ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+
+def test_a_whole_answer(server) -> None:  # type: ignore[no-untyped-def]
+    client = server(lambda conn: conn.sendall(ANSWER))
+    exchange = client.request("GET", "/status", timeout=2)
+    assert (exchange.outcome, exchange.status, exchange.body, exchange.media_type) == (
+        Outcome.ANSWERED,
+        200,
+        b"{}",
+        "application/json",
+    )
+    assert exchange.request_headers["Accept-Encoding"] == "identity"  # never a compressed body
+
+
+def test_headers_trickling_end_at_the_deadline(server) -> None:  # type: ignore[no-untyped-def]
+    client = server(trickle(ANSWER, 0.2))  # about 18 s in all
+    began = time.monotonic()
+    exchange = client.request("GET", "/status", timeout=1.0)
+    took = time.monotonic() - began
+    assert exchange.outcome is Outcome.TIMED_OUT
+    assert exchange.status is None
+    assert "no status line and headers by the deadline" in exchange.detail
+    assert took < 1.5, took
+
+
+def test_a_body_trickling_past_the_deadline_keeps_its_status(server) -> None:  # type: ignore[no-untyped-def]
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+
+    def behave(conn: socket.socket) -> None:
+        conn.sendall(head)
+        trickle(b"x" * 100, 0.2)(conn)
+
+    client = server(behave)
+    began = time.monotonic()
+    exchange = client.request("GET", "/status", timeout=1.0)
+    assert time.monotonic() - began < 1.5
+    assert exchange.outcome is Outcome.TIMED_OUT
+    assert exchange.status == 200  # the status line did arrive
+    assert "still arriving" in exchange.summary()
+
+
+def test_refused_dropped_and_not_http(server) -> None:  # type: ignore[no-untyped-def]
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()
+    assert ModelClient("127.0.0.1", port).request("GET", "/", timeout=1).outcome is Outcome.REFUSED
+    dropped = server(lambda conn: None).request("GET", "/", timeout=1)
+    assert dropped.outcome is Outcome.DROPPED
+
+
+def test_not_http(server) -> None:  # type: ignore[no-untyped-def]
+    exchange = server(lambda conn: conn.sendall(b"SSH-2.0-OpenSSH\r\n\r\n")).request("GET", "/", timeout=1)
+    assert exchange.outcome is Outcome.NOT_HTTP
+
+
+def test_a_body_over_the_cap_is_cut(server) -> None:  # type: ignore[no-untyped-def]
+    body = b"x" * 200_000
+    head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    client = server(lambda conn: conn.sendall(head + body))
+    client.body_cap = 1000
+    exchange = client.request("GET", "/", timeout=2)
+    assert exchange.outcome is Outcome.ANSWERED
+    assert (len(exchange.body), exchange.body_truncated) == (1000, True)
+
+
+def test_json_nested_too_deep_is_not_json(server) -> None:  # type: ignore[no-untyped-def]
+    body = b"[" * 100_000 + b"]" * 100_000
+    head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    exchange = server(lambda conn: conn.sendall(head + body)).request("GET", "/", timeout=2)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        exchange.json()
+
+
+# -- test data as authors keep it -------------------------------------------------------------
+
+
+def make(root: Path, files: dict[str, str]) -> Path:
+    for name, content in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(content)
+    return root
+
+
+def test_layouts_the_vendor_template_uses(tmp_path: Path) -> None:
+    data = make(
+        tmp_path,
+        {
+            "example/one/input.dat": "hello",
+            "example/one/results": "{}",
+            "validation-error/bad/input.txt": "",
+            "validation-error/bad/message": "empty\n",
+        },
+    )
+    found = cases.discover(data)
+    assert [(c.kind, c.name) for c in found.cases] == [("examples", "one"), ("validation-error", "bad")]
+    assert found.missing_kinds == []
+    one, bad = found.cases
+    assert cases.resolve_inputs(one, ("input.txt",), ("results.json",)) == {
+        "input.txt": one.path / "input.dat"
+    }
+    assert cases.expected_outputs(one, ("results.json",), ("input.txt",)) == {
+        "results.json": one.path / "results"
+    }
+    assert cases.expected_message(bad, ("input.txt",)) == "empty"
+
+
+def test_ambiguous_files_are_an_error(tmp_path: Path) -> None:
+    data = make(tmp_path, {"examples/one/image.png": "", "examples/one/image.jpg": ""})
+    (case,) = cases.discover(data).cases
+    with pytest.raises(SetupError, match=r"image\.jpg, image\.png could each be image"):
+        cases.resolve_inputs(case, ("image",))
+
+
+def test_data_without_any_case_and_with_one_kind_only(tmp_path: Path) -> None:
+    with pytest.raises(SetupError, match="holds no test case"):
+        cases.discover(make(tmp_path / "a", {"notes.txt": ""}))
+    found = cases.discover(make(tmp_path / "b", {"examples/one/input.txt": ""}))
+    assert found.missing_kinds == ["validation-error"]
+
+
+# -- model.yaml: every problem at once, bounded ---------------------------------------------
+
+
+def test_model_yaml_problems_are_listed_with_their_fix() -> None:
+    text = MODEL_YAML.replace("version: 1.0.0", "version: 0.1").replace("status: 20s", "status: soon")
+    with pytest.raises(SetupError) as caught:
+        metadata.parse_metadata(text, "model.yaml")
+    message = str(caught.value)
+    assert message.startswith("model.yaml has 2 problems: ")
+    assert "version must be three numbers such as 1.0.0 (quote it in YAML" in message
+    assert "timeout.status: must be a duration such as 20s or 5m, got 'soon'" in message
+
+
+def test_a_billion_laughs_is_refused_small() -> None:
+    levels = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for level in range(1, 9):
+        refs = ",".join([f"*a{level - 1}"] * 10)
+        levels.append(f"a{level}: &a{level} [{refs}]")
+    with pytest.raises(SetupError, match="expands to more than 10000 YAML nodes"):
+        metadata.parse_metadata("\n".join(levels) + "\n", "bomb.yaml")
+
+
+def test_input_names_must_be_file_names() -> None:
+    with pytest.raises(SetupError, match="must be a file name, not a path"):
+        metadata.parse_metadata(MODEL_YAML.replace("  input.txt:", "  ../etc/passwd:"), "model.yaml")
+
+
+@pytest.mark.parametrize("text", ["99999999h", "25h"])
+def test_durations_are_bounded(text: str) -> None:
+    with pytest.raises(ValueError, match="at most 24h"):
+        units.parse_duration(text)
+
+
+# -- outputs compared as JSON; media types ------------------------------------------------------
+
+
+def test_json_difference_names_where() -> None:
+    expected = {"label": "negative", "scores": [0.1, 0.9]}
+    assert checks.json_difference({"scores": [0.1, 0.9], "label": "negative"}, expected) is None
+    assert checks.json_difference({"label": "neutral", "scores": [0.1, 0.9]}, expected) == (
+        '$.label: expected "negative", got "neutral"'
+    )
+    assert checks.json_difference({"label": "negative", "scores": [0.1]}, expected) == (
+        "$.scores: expected 2 items, got 1"
+    )
+    assert checks.json_difference({"x": True}, {"x": 1}) == "$.x: expected 1, got true"
+
+
+def test_media_types() -> None:
+    assert rehearsal.media_type_problem("application/json", json.dumps({"a": 1}).encode()) is None
+    assert rehearsal.media_type_problem("application/json", b"language: en\n") == "it is not JSON"
+    assert rehearsal.media_type_problem("text/plain", b"Bonjour") is None
+    assert rehearsal.media_type_problem("image/png", b"Bonjour") == "its content is text/plain"
+    assert rehearsal.media_type_problem("image/png", b"\x89PNG\r\n\x1a\n" + b"\0" * 64) is None
+
+
+def test_timeout_margins_warn() -> None:
+    found = rehearsal.Rehearsal(2**28, 1.0, 1, rehearsal.Timing(20.0, 15.0), rehearsal.Timing(20.0, 1.0))
+    warnings = found.warnings()
+    assert any(w.startswith("ready after 15.0 s of the 20 s status timeout (25% left") for w in warnings)
+    assert any("declares 1 GPU(s)" in w for w in warnings)
+    assert not any("slowest" in w for w in warnings)
+
+
+# -- the per-image time bound -------------------------------------------------------------------
+
+BOUND_SCRIPT = """
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a shell's background job
+from harness import bound
+from harness.collect import CheckItem
+
+class Run:
+    label = "slow:1"
+    def bound(self, run_checks):
+        return 0.5
+
+item = object.__new__(CheckItem)  # only its run is read
+item.run = Run()
+stopped = []
+timer = bound.TimeBound({}, stopped.append)
+began = time.monotonic()
+wrapper = timer.pytest_runtest_call(item)
+next(wrapper)
+try:
+    time.sleep(30)  # a check that never ends by itself
+except bound.BoundExceeded:
+    print(f"stopped after {time.monotonic() - began:.1f} s: {stopped[0]}")
+    sys.exit(0)
+sys.exit(1)
+"""
+
+
+def test_the_bound_stops_a_check_even_with_sigint_ignored() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", BOUND_SCRIPT], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "slow:1 ran past its bound of 0 s and was stopped" in result.stdout
+    seconds = float(result.stdout.split("after ")[1].split(" s")[0])
+    assert seconds < 10, result.stdout
