@@ -8,14 +8,16 @@ from tests.resources import DATA
 EXAMPLES = sorted(p.name for p in (DATA / "examples").iterdir())
 VALIDATION_ERRORS = sorted(p.name for p in (DATA / "validation-error").iterdir())
 RUN_EXAMPLES = {f"run.example[{case}]" for case in EXAMPLES}
+RUN_VALIDATION_ERRORS = {f"run.validation-error[{case}]" for case in VALIDATION_ERRORS}
 ALL_CHECKS = {
+    "image.model-yaml",
     "image.default-command",
     "image.port-env",
     "status.ready",
     "status.content-type",
     "status.schema",
     *RUN_EXAMPLES,
-    *(f"run.validation-error[{case}]" for case in VALIDATION_ERRORS),
+    *RUN_VALIDATION_ERRORS,
     "run.not-json-415",
     "run.wrong-type-400",
     "run.missing-input-400",
@@ -29,7 +31,7 @@ CHECKS_WITHOUT_DATA = {
     "run.example",
     "run.validation-error",
 }
-NEEDS_THE_MODEL = ALL_CHECKS - {"image.default-command"}
+NEEDS_THE_MODEL = ALL_CHECKS - {"image.model-yaml", "image.default-command"}
 RUN_JOBS = len(EXAMPLES) + len(VALIDATION_ERRORS) + 3  # the cases, wrong-type, missing-input, output-written
 NOT_RUN = ("skipped", "not-run")  # a check that could not run says why; it never passes
 
@@ -37,3 +39,16 @@ NOT_RUN = ("skipped", "not-run")  # a check that could not run says why; it neve
 def no_traceback(result: Result) -> None:
     assert "Traceback (most recent call last)" not in result.output, result
     assert "INTERNALERROR" not in result.output, result
+
+
+def failure_block(stdout: str, head: str) -> str:
+    """A failed check's message in the terminal: its first line up to the next unindented
+    line that is not part of it."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(head))
+    block = [lines[start]]
+    for line in lines[start + 1 :]:
+        if not line.startswith((" ", "rule: ", "container log (tail):")):
+            break
+        block.append(line)
+    return "\n".join(block)

@@ -38,7 +38,8 @@ from tests.harness_api import PASSWORD_ENV
 # Every run has this registry password in its environment (unless it sets its own): it
 # must never appear in a terminal, a report or the JUnit XML.
 SECRET = "s3cret-Registry-Passw0rd"
-PARALLEL = int(os.environ.get("PSC_TEST_PARALLEL", "4"))
+PARALLEL = int(os.environ.get("PSC_TEST_PARALLEL", "4"))  # runs at once, besides those that wait
+WAITING = 4  # runs at once that mostly wait on a timeout: they cost no CPU meanwhile
 
 # A conftest.py that holds the run at one check until the test says go.
 PAUSE_CONFTEST = """
@@ -68,6 +69,7 @@ VERBOSE_LINE = re.compile(
     r"|(?P<id>\S+::\S+) (?P<outcome>PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)\b)"
 )
 SIGTERM_BIT = 1 << (signal.SIGTERM - 1)
+REAPED_NOTE = "harness: removed what killed runs left"
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,6 @@ class Run:
     cwd: str = "work"  # relative to the run's directory
     stdin: str | None = None
     report: str | None = "out"  # --conformance-report, relative to cwd (None: not given)
-    cache: bool = False  # leave pytest's cache provider on (it is off otherwise)
     verbose: bool = True  # -v: one line per check, with its node id
     ignore_sigint: bool = False
     measure_rss: bool = False
@@ -96,6 +97,7 @@ class Run:
     password_env: bool = True  # give it as $PSC_REGISTRY_PASSWORD
     timeout: float = 240.0
     cost: float = 4.0  # seconds it is expected to take: the longest start first
+    waits: bool = False  # spends most of its time waiting (a long timeout): has a pool of its own
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ class Scenario:
     name: str
     func: Callable[[Context], dict[str, Result]]
     cost: float = 10.0
+    waits: bool = False
 
 
 Entry = Run | Scenario
@@ -259,7 +262,13 @@ class Result:
         return found
 
     def harness_lines(self) -> list[str]:
-        return [line for line in self.output.splitlines() if line.startswith("harness: ")]
+        """The harness's one-line messages, but for the note that it reaped what a killed run
+        left (any run may reap: this suite kills one on purpose)."""
+        return [
+            line
+            for line in self.output.splitlines()
+            if line.startswith("harness: ") and not line.startswith(REAPED_NOTE)
+        ]
 
     def created(self, image_id: str | None = None) -> list[ContainerRecord]:
         if image_id is None:
@@ -332,7 +341,7 @@ class Context:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
         args = [handle.format(arg) for arg in run.args]
-        defaults = (["-v"] if run.verbose else []) + ([] if run.cache else ["-p", "no:cacheprovider"])
+        defaults = [*(["-v"] if run.verbose else []), "-p", "no:cacheprovider"]
         if run.report is not None:
             defaults += [f"--conformance-report={run.report}", f"--junitxml={run.report}/junit.xml"]
         command = [sys.executable, "-m", "pytest", *defaults, *args]
@@ -458,6 +467,7 @@ class HarnessRuns:
         self.declared = declared
         self.futures: dict[Entry, Future[Any]] = {}
         self._pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="harness-run")
+        self._waiting = ThreadPoolExecutor(max_workers=WAITING, thread_name_prefix="harness-wait")
         self._lock = threading.Lock()
         self.timings: dict[str, tuple[float, float]] = {}  # name -> (start, end), monotonic
 
@@ -472,7 +482,8 @@ class HarnessRuns:
 
     def _submit(self, entry: Entry) -> Future[Any]:
         if entry not in self.futures:
-            self.futures[entry] = self._pool.submit(self._timed, entry)
+            pool = self._waiting if entry.waits else self._pool
+            self.futures[entry] = pool.submit(self._timed, entry)
         return self.futures[entry]
 
     def start(self) -> None:
@@ -496,13 +507,16 @@ class HarnessRuns:
         except Exception as exc:
             raise AssertionError(f"harness run {entry.name} could not be carried out: {exc!r}") from exc
 
-    def summary(self, longest: int = 12) -> list[str]:
+    def summary(self, longest: int = int(os.environ.get("PSC_TEST_TIMINGS", "12"))) -> list[str]:
         if not self.timings:
             return []
         first = min(start for start, _ in self.timings.values())
         last = max(end for _, end in self.timings.values())
         ranked = sorted(self.timings.items(), key=lambda item: item[1][0] - item[1][1])
-        lines = [f"harness runs: {len(self.timings)} in {last - first:.1f} s; the longest:"]
+        busy = sum(end - start for start, end in self.timings.values())
+        lines = [
+            f"harness runs: {len(self.timings)} in {last - first:.1f} s ({busy:.0f} s of runs); the longest:"
+        ]
         lines += [f"  {end - start:6.1f} s  {name}" for name, (start, end) in ranked[:longest]]
         return lines
 
@@ -510,3 +524,4 @@ class HarnessRuns:
         for future in self.futures.values():
             future.cancel()
         self._pool.shutdown(wait=True)
+        self._waiting.shutdown(wait=True)

@@ -49,14 +49,12 @@ PATCHES: dict[str, dict[str, Any]] = {
             ],
             ['return envelope(202, "shutting down")', 'return envelope(200, "shutting down")'],
         ],
-        "move_model_yaml": False,
+        "remove_model_yaml": False,
     },
-    # The conformant model with its model.yaml where the harness does not look, and an
-    # anonymous volume: default limits, and the volume gone after a passing run.
-    "no-model-yaml": {
-        "replace": [['(APP_DIR / "model.yaml")', '(APP_DIR / "langid_app" / "model.yaml")']],
-        "move_model_yaml": True,
-    },
+    # The conformant model without the model.yaml it declares to the harness (the app reads
+    # its own copy, langid.yaml), and an anonymous volume: default limits, and the volume
+    # gone after a passing run.
+    "no-model-yaml": {"replace": [], "remove_model_yaml": True},
 }
 PATCH_SCRIPT = """\
 import json, os, pathlib, sys
@@ -67,8 +65,8 @@ for old, new in json.loads(sys.argv[1]):
         sys.exit(f"psc-test: {old!r} occurs {text.count(old)} times in {path}")
     text = text.replace(old, new)
 path.write_text(text)
-if sys.argv[2] == "move":
-    os.rename("/opt/app/model.yaml", "/opt/app/langid_app/model.yaml")
+if sys.argv[2] == "remove":
+    os.remove("/opt/app/model.yaml")
 """
 ANONYMOUS_VOLUME = "/var/cache/psc-test"
 
@@ -130,8 +128,8 @@ class Resources:
 
     def _patched(self, name: str) -> str:
         recipe = PATCHES[name]
-        move = "move" if recipe["move_model_yaml"] else "keep"
-        command = ["python3", "-c", PATCH_SCRIPT, json.dumps(recipe["replace"]), move]
+        remove = "remove" if recipe["remove_model_yaml"] else "keep"
+        command = ["python3", "-c", PATCH_SCRIPT, json.dumps(recipe["replace"]), remove]
         client = self.client()
         with contextlib.closing(client):
             config = client.images.get(build.CONFORMANT.tag).attrs["Config"]

@@ -44,11 +44,17 @@ def image_present(ref: str) -> bool:
         return True
 
 
-def copy_data(target: Path, *, english: bytes | None = None, empty_message: str | None = None) -> None:
-    """The sample's test cases under ``target``, optionally with a changed expectation."""
+def copy_data(
+    target: Path, *, english: bytes | None = None, empty_message: str | None = None, relayout: bool = False
+) -> None:
+    """The sample's test cases under ``target``, optionally with a changed expectation
+    (``relayout``: french's expected JSON on one line, the same values)."""
     shutil.copytree(DATA, target)
     if english is not None:
         (target / "examples" / "english" / "results.json").write_bytes(english)
+    if relayout:
+        french = target / "examples" / "french" / "results.json"
+        french.write_text(json.dumps(json.loads(french.read_text()), separators=(",", ":")))
     if empty_message is not None:
         (target / "validation-error" / "empty" / "message.txt").write_text(empty_message + "\n")
 
@@ -105,7 +111,6 @@ def _link_tar(handle: Handle) -> dict[str, str]:
 
 def _after_tar(handle: Handle, result: Result) -> None:
     result.facts["present_after"] = image_present(result.facts["image_id"])
-    result.facts["pytest_caches"] = sorted(str(p.parent) for p in handle.dir.rglob(".pytest_cache"))
 
 
 # Path options given with a space, from a subdirectory: ids must not depend on the rootdir.
@@ -113,7 +118,6 @@ TAR_SPACED = Run(
     "tar-spaced",
     ("--model-tar", "x.tar", "--model-data", "../data"),
     cwd="work/here",
-    cache=True,
     prepare=_link_tar,
     after=_after_tar,
     cost=15,
@@ -155,8 +159,17 @@ SAMPLE_ARGS: dict[str, tuple[str, ...]] = {
     "hostile-trickle": ("--status-timeout=4s",),
     "hostile-slow-headers": ("--status-timeout=4s",),
 }
-SAMPLES_WITHOUT_DATA = {"hostile-huge-body", "hostile-trickle", "hostile-slow-headers", "hostile-log-flood"}
+SAMPLES_WITHOUT_DATA = {
+    "hostile-huge-body",
+    "hostile-trickle",
+    "hostile-slow-headers",
+    "hostile-log-flood",
+    "langid-close-to-timeout",
+}
 MEASURED = {"hostile-huge-output", "hostile-billion-laughs"}
+
+
+SLOW_SAMPLES = {"langid-close-to-timeout": 20.0, "broken-memory-hog": 25.0}  # seconds: started early
 
 
 def sample_run(name: str, *extra: str, suffix: str = "", **kwargs: object) -> Run:
@@ -165,6 +178,8 @@ def sample_run(name: str, *extra: str, suffix: str = "", **kwargs: object) -> Ru
         name + suffix,
         ("--model-image", tag(name), *data, *SAMPLE_ARGS.get(name, ()), *extra),
         measure_rss=name in MEASURED,
+        cost=SLOW_SAMPLES.get(name, 4.0),
+        waits=name == "langid-close-to-timeout",
         **kwargs,  # type: ignore[arg-type]
     )
 
@@ -182,6 +197,9 @@ SAMPLE_RUNS: dict[str, Run] = {
         "broken-shutdown-exit-1",
         "broken-shutdown-ignored",
         "broken-no-command",
+        "broken-memory-hog",
+        "broken-output-media-type",
+        "langid-close-to-timeout",
         "hostile-huge-body",
         "hostile-trickle",
         "hostile-crash-during-run",
@@ -244,7 +262,7 @@ LOG_FLOOD = Run(
 
 
 def _wrong_data(handle: Handle) -> dict[str, str]:
-    copy_data(handle.cwd / "data", english=WRONG_ENGLISH, empty_message=WRONG_MESSAGE)
+    copy_data(handle.cwd / "data", english=WRONG_ENGLISH, empty_message=WRONG_MESSAGE, relayout=True)
     return {}
 
 
@@ -258,28 +276,30 @@ NO_MODEL_YAML = Run("no-model-yaml", ("--model-image", "{image[no-model-yaml]}",
 
 # -- the per-image time bound -----------------------------------------------------------------
 
-# An author's hook that never lets status.content-type end: only the bound can stop the run.
+# An author's hook that never lets status.ready end (its container is started by then):
+# only the bound can stop the run.
 ENDLESS_CHECK = """
 import time
 
 def pytest_runtest_call(item):
-    if item.nodeid.endswith("::status.content-type"):
+    if item.nodeid.endswith("::status.ready"):
         time.sleep(600)
 """
-BOUND_TIMEOUTS = {"status": 2.0, "run": 0.1, "shutdown": 0.1}
+BOUND_TIMEOUTS = {"status": 1.0, "run": 0.1, "shutdown": 0.1}
 BOUND = Run(
     "per-image-bound",
     (
         "--model-image",
         LANGID,
-        f"--status-timeout={BOUND_TIMEOUTS['status']}s",
+        f"--status-timeout={BOUND_TIMEOUTS['status']:g}s",
         f"--run-timeout={BOUND_TIMEOUTS['run'] * 1000:.0f}ms",
         f"--shutdown-timeout={BOUND_TIMEOUTS['shutdown'] * 1000:.0f}ms",
     ),
     files=(("work/conftest.py", ENDLESS_CHECK),),
     ignore_sigint=True,  # the bound must not depend on SIGINT (ignored in most CI jobs)
     timeout=150,
-    cost=65,
+    cost=70,
+    waits=True,
 )
 
 # -- not evaluated, usage errors ----------------------------------------------------------------
@@ -657,7 +677,7 @@ def _beside_a_live_run(ctx: Context) -> dict[str, Result]:
     return {"slow": ctx.finish(slow), "quick": quick}
 
 
-BESIDE_A_LIVE_RUN = Scenario("beside-a-live-run", _beside_a_live_run, cost=16)
+BESIDE_A_LIVE_RUN = Scenario("beside-a-live-run", _beside_a_live_run, cost=16, waits=True)
 
 
 def _catalog() -> list[Run | Scenario]:

@@ -10,20 +10,17 @@ import pytest
 from tests import runs
 from tests.engine import ContainerRecord
 from tests.expect import no_traceback
-from tests.harness_api import (
-    DEFAULT_CPUS,
-    DEFAULT_MEMORY_BYTES,
-    LABEL,
-    OWNER_LABEL,
-    PIDS_LIMIT,
-    SESSION_LABEL,
-)
+from tests.harness_api import LABEL, OWNER_LABEL, SESSION_LABEL
 from tests.harness_runs import HarnessRuns, Result
 
 pytestmark = pytest.mark.docker
 
 DECLARED_MEMORY = 256 * 2**20  # resources.memory.size of the sample's model.yaml
 DECLARED_CPUS = 1
+# README: without a model.yaml, 1 GiB and 1 CPU; always a limit of 1024 processes.
+DEFAULT_MEMORY = 2**30
+DEFAULT_CPUS = 1
+PIDS_LIMIT = 1024
 # Runs whose container is inspected: conformant, failing, without model.yaml, non-root.
 INSPECTED = (runs.CONFORMANT, runs.WRONG_CODES, runs.NO_MODEL_YAML, runs.SAMPLE_RUNS["langid-non-root"])
 
@@ -79,7 +76,7 @@ def test_without_model_yaml_the_container_gets_default_limits(harness: HarnessRu
     assert result.returncode == 0, result
     assert "no model.yaml" in result.stdout
     host = the_container(result).inspect["HostConfig"]  # type: ignore[index]
-    assert host["Memory"] == host["MemorySwap"] == DEFAULT_MEMORY_BYTES
+    assert host["Memory"] == host["MemorySwap"] == DEFAULT_MEMORY
     assert cpus(host) == DEFAULT_CPUS
     assert host.get("PidsLimit") == PIDS_LIMIT
 
