@@ -3,6 +3,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
@@ -52,10 +53,13 @@ def docker_client(session_token: str) -> Iterator[docker.DockerClient]:
 
 
 @pytest.fixture(scope="session")
-def samples(docker_client: docker.DockerClient) -> dict[str, str]:
-    """Every sample image, built once per session (idempotent: seconds when up to date)."""
-    images = build.build_all(docker_client)
-    return {name: str(image.id) for name, image in images.items()}
+def samples(resources: Resources) -> dict[str, str]:
+    """Every sample image (name -> id), built once per session, a few at a time. A harness
+    run does not wait for this: it builds just its own sample when it starts."""
+    names = [s.name for s in build.SAMPLES if not s.on_demand]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(resources.sample, names))
+    return {name: resources.sample_ids[name] for name in names}
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +84,6 @@ def resources(tmp_path_factory: pytest.TempPathFactory, session_token: str) -> I
 @pytest.fixture(scope="session")
 def harness(
     request: pytest.FixtureRequest,
-    samples: dict[str, str],
     engine_watch: EngineWatch,
     resources: Resources,
     tmp_path_factory: pytest.TempPathFactory,

@@ -32,6 +32,14 @@ CHECKS_WITHOUT_DATA = {
     "run.validation-error",
 }
 NEEDS_THE_MODEL = ALL_CHECKS - {"image.model-yaml", "image.default-command"}
+# The one-case data set ({mini} in a run's arguments): a whole battery in fewer jobs.
+MINI_EXAMPLE, MINI_VALIDATION_ERROR = "english", "empty"
+CHECKS_MINI = {
+    *(c for c in ALL_CHECKS if not c.startswith(("run.example[", "run.validation-error["))),
+    f"run.example[{MINI_EXAMPLE}]",
+    f"run.validation-error[{MINI_VALIDATION_ERROR}]",
+}
+RUN_JOBS_MINI = 1 + 1 + 3
 RUN_JOBS = len(EXAMPLES) + len(VALIDATION_ERRORS) + 3  # the cases, wrong-type, missing-input, output-written
 NOT_RUN = ("skipped", "not-run")  # a check that could not run says why; it never passes
 

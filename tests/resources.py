@@ -8,7 +8,9 @@ its own, and cleanup removes exactly what was made (by id), never by a broad fil
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import os
 import shutil
 import threading
 from collections.abc import Callable
@@ -81,8 +83,10 @@ class Resources:
         self._made: dict[str, Any] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self._stamp_lock = threading.Lock()
         self._cleanups: list[Callable[[], None]] = []
         self.image_ids: dict[str, str] = {}  # what the TAR resources hold, by name
+        self.sample_ids: dict[str, str] = {}  # the samples built so far, by name
 
     def client(self) -> docker.DockerClient:
         return docker.from_env(version="auto", timeout=300)
@@ -109,6 +113,8 @@ class Resources:
     def placeholder(self, key: str) -> Any:
         makers: dict[str, Any] = {
             "data": lambda: str(DATA),
+            "mini": lambda: str(self.mini_data()),
+            "sample": lambda: _Lazy(self.sample),
             "registry": lambda: self.registry().host,
             "pushed": lambda: _Lazy(self.pushed),
             "fresh": lambda: _Lazy(self.fresh),
@@ -120,7 +126,80 @@ class Resources:
             raise KeyError(key)
         return makers[key]()
 
+    def mini_data(self) -> Path:
+        """The sample's data with one example and one validation-error case."""
+
+        def make() -> Path:
+            from tests.expect import MINI_EXAMPLE, MINI_VALIDATION_ERROR
+
+            target = self.root / "mini-data"
+            for kind, case in (("examples", MINI_EXAMPLE), ("validation-error", MINI_VALIDATION_ERROR)):
+                shutil.copytree(DATA / kind / case, target / kind / case)
+            return target
+
+        return self._once("mini-data", make)  # type: ignore[no-any-return]
+
     # -- images ------------------------------------------------------------------------
+
+    def sample(self, name: str) -> str:
+        """A sample image, built once per session; the conformant one with its TAR. Returns
+        its tag.
+
+        Built through Docker's cache, unless the stamp of the last build says that the
+        engine holds, under the sample's tag, what this very sample_models/ tree built: the
+        engine is shared, and another checkout may have built other content under the tag.
+        """
+
+        def make() -> str:
+            sample = build.Sample(name, "")
+            client = self.client()
+            with contextlib.closing(client):
+                stamped = self._stamp().get(name)
+                try:
+                    current = str(client.images.get(sample.tag).id)
+                except docker.errors.ImageNotFound:
+                    current = None
+                tar_ok = name != build.CONFORMANT.name or (
+                    build.CONFORMANT_TAR.exists()
+                    and build.CONFORMANT_TAR.with_suffix(".id").read_text() == current
+                )
+                if current is None or current != stamped or not tar_ok:
+                    current = str(build.build_all(client, [name])[name].id)
+                    self._stamp_update(name, current)
+            self.sample_ids[name] = current
+            return sample.tag
+
+        return self._once(f"sample:{name}", make)  # type: ignore[no-any-return]
+
+    STAMP = build.TAR_DIR / "psc-test-samples.json"
+
+    def _context_hash(self) -> str:
+        def make() -> str:
+            digest = hashlib.sha256()
+            for path in sorted(
+                p for p in build.HERE.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+            ):
+                digest.update(str(path.relative_to(build.HERE)).encode() + b"\0" + path.read_bytes())
+            return digest.hexdigest()
+
+        return self._once("context-hash", make)  # type: ignore[no-any-return]
+
+    def _stamp(self) -> dict[str, str]:
+        """name -> image id, as built from this sample_models/ tree (empty if it changed)."""
+        try:
+            stamp = json.loads(self.STAMP.read_text())
+        except (OSError, ValueError):
+            return {}
+        return dict(stamp["ids"]) if stamp.get("context") == self._context_hash() else {}
+
+    def _stamp_update(self, name: str, image_id: str) -> None:
+        context = self._context_hash()
+        with self._stamp_lock:
+            ids = {**self._stamp(), name: image_id}
+            self.STAMP.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.STAMP.with_suffix(f".{os.getpid()}.partial")
+            partial.write_text(json.dumps({"context": context, "ids": ids}))
+            partial.replace(self.STAMP)
 
     def test_image(self, name: str) -> str:
         """A patched copy of the conformant sample (see PATCHES), with an anonymous volume."""
@@ -130,6 +209,7 @@ class Resources:
         recipe = PATCHES[name]
         remove = "remove" if recipe["remove_model_yaml"] else "keep"
         command = ["python3", "-c", PATCH_SCRIPT, json.dumps(recipe["replace"]), remove]
+        self.sample(build.CONFORMANT.name)
         client = self.client()
         with contextlib.closing(client):
             config = client.images.get(build.CONFORMANT.tag).attrs["Config"]
@@ -184,6 +264,7 @@ class Resources:
         (``tiny-*``: a few bytes from scratch, without a command, for what needs no model)."""
 
         def make() -> tuple[str, str]:
+            self.sample(build.CONFORMANT.name)
             if name.startswith("tiny-"):
                 context = self.root / "fresh" / name
                 context.mkdir(parents=True)
@@ -209,7 +290,7 @@ class Resources:
             client = self.client()
             with contextlib.closing(client):
                 if name == "two-images":
-                    names = [build.CONFORMANT.tag, "psc-samples/broken-status-html:latest"]
+                    names = [self.sample(build.CONFORMANT.name), self.sample("broken-status-html")]
                 else:
                     tag, image_id = self.fresh_image(name)
                     names = [tag]
@@ -246,9 +327,10 @@ class Resources:
         """The conformant sample pushed as ``<registry>/psc/<repository>:latest`` (not tagged locally)."""
 
         def make() -> str:
+            source = self.sample(build.CONFORMANT.name)
             client = self.client()
             with contextlib.closing(client):
-                return push(client, self.registry(), build.CONFORMANT.tag, f"psc/{repository}")[0]
+                return push(client, self.registry(), source, f"psc/{repository}")[0]
 
         return self._once(f"pushed:{repository}", make)  # type: ignore[no-any-return]
 

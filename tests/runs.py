@@ -34,6 +34,15 @@ def tag(name: str) -> str:
     return build.Sample(name, "").tag
 
 
+def image(name: str) -> str:
+    """A sample's tag as a run argument: the sample is built (or found up to date) when the
+    run starts, so that no run waits for the others' samples."""
+    return "{sample[" + name + "]}"
+
+
+LANGID_ARG = image(build.CONFORMANT.name)
+
+
 def image_present(ref: str) -> bool:
     client = docker.from_env(version="auto")
     with contextlib.closing(client):
@@ -66,10 +75,12 @@ WRONG_MESSAGE = "a message the model never gives"
 
 # -- the conformant sample -------------------------------------------------------------------
 
-CONFORMANT = Run("conformant", ("--model-image", LANGID, WITH_DATA), cost=6)
-TWO_IMAGES = Run("two-images", ("--model-image", LANGID, "--model-image", tag("broken-status-html")), cost=6)
-NO_HTML = Run("no-html", ("-p", "no:html", "--model-image", LANGID))
-NO_TERMINAL = Run("no-terminal", ("-p", "no:terminal", "--model-image", LANGID), verbose=False)
+CONFORMANT = Run("conformant", ("--model-image", LANGID_ARG, WITH_DATA), cost=6)
+TWO_IMAGES = Run(
+    "two-images", ("--model-image", LANGID_ARG, "--model-image", image("broken-status-html")), cost=6
+)
+NO_HTML = Run("no-html", ("-p", "no:html", "--model-image", LANGID_ARG))
+NO_TERMINAL = Run("no-terminal", ("-p", "no:terminal", "--model-image", LANGID_ARG), verbose=False)
 
 AUTHOR_TESTS = """
 import json
@@ -82,7 +93,7 @@ def test_french_is_french(model_job):
 def test_metadata_is_known(model_server):
     assert model_server.metadata.inputs == ("input.txt",)
 """
-AUTHOR = Run("author", ("--model-image", LANGID), files=(("work/test_author.py", AUTHOR_TESTS),))
+AUTHOR = Run("author", ("--model-image", LANGID_ARG), files=(("work/test_author.py", AUTHOR_TESTS),))
 
 REVERSING = """
 import pytest
@@ -93,12 +104,13 @@ def pytest_collection_modifyitems(items):
 """
 # Another plugin (pytest --ff, pytest-randomly...) may run /shutdown first.
 REVERSED = Run(
-    "reversed", ("--model-image", LANGID, WITH_DATA), files=(("work/conftest.py", REVERSING),), cost=6
+    "reversed", ("--model-image", LANGID_ARG, WITH_DATA), files=(("work/conftest.py", REVERSING),), cost=6
 )
 
 
 def _link_tar(handle: Handle) -> dict[str, str]:
     """``x.tar`` (the conformant sample's TAR) in the working directory, ``data`` one level up."""
+    handle.ctx.resources.sample(build.CONFORMANT.name)  # and its TAR
     try:
         os.link(build.CONFORMANT_TAR, handle.cwd / "x.tar")
     except OSError:
@@ -159,24 +171,52 @@ SAMPLE_ARGS: dict[str, tuple[str, ...]] = {
     "hostile-trickle": ("--status-timeout=4s",),
     "hostile-slow-headers": ("--status-timeout=4s",),
 }
+# The test cases matter only for samples whose defect is in /run; the others run without
+# (their /run checks that need no case still run), or with one case of each kind.
 SAMPLES_WITHOUT_DATA = {
+    "broken-status-html",
+    "broken-status-no-statuscode",
+    "broken-shutdown-exit-1",
+    "broken-shutdown-ignored",
     "hostile-huge-body",
     "hostile-trickle",
     "hostile-slow-headers",
+    "hostile-deep-json",
     "hostile-log-flood",
     "langid-close-to-timeout",
 }
+# One case of each kind is enough to show a /run defect (and broken-memory-hog's worker is
+# killed and rebooted at each /run).
+SAMPLES_WITH_ONE_CASE = {
+    "broken-memory-hog",
+    "broken-run-no-output",
+    "broken-run-error-not-json",
+    "broken-output-media-type",
+    "hostile-crash-during-run",
+    "hostile-output-symlink",
+    "hostile-output-fifo",
+    "hostile-huge-output",
+    "hostile-litters-jobs",
+    "hostile-dies-after-first-answer",
+    "langid-gzip",
+    "langid-non-root",
+}
+WITH_ONE_CASE = "--model-data={mini}"
 MEASURED = {"hostile-huge-output", "hostile-billion-laughs"}
 
 
-SLOW_SAMPLES = {"langid-close-to-timeout": 20.0, "broken-memory-hog": 25.0}  # seconds: started early
+SLOW_SAMPLES = {"langid-close-to-timeout": 20.0, "broken-memory-hog": 12.0}  # seconds: started early
 
 
 def sample_run(name: str, *extra: str, suffix: str = "", **kwargs: object) -> Run:
-    data = () if name in SAMPLES_WITHOUT_DATA else (WITH_DATA,)
+    data = (
+        ()
+        if name in SAMPLES_WITHOUT_DATA
+        else (WITH_ONE_CASE if name in SAMPLES_WITH_ONE_CASE else WITH_DATA,)
+    )
     return Run(
         name + suffix,
-        ("--model-image", tag(name), *data, *SAMPLE_ARGS.get(name, ()), *extra),
+        ("--model-image", image(name), *data, *SAMPLE_ARGS.get(name, ()), *extra),
         measure_rss=name in MEASURED,
         cost=SLOW_SAMPLES.get(name, 4.0),
         waits=name == "langid-close-to-timeout",
@@ -219,7 +259,7 @@ SLOW_HEADERS_SIGINT_IGNORED = sample_run("hostile-slow-headers", suffix="-sigint
 DIES_AFTER_FIRST_ANSWER = tuple(
     sample_run("hostile-dies-after-first-answer", suffix=f"-{n}") for n in range(1, 6)
 )
-SLOW_START_SHORT = Run("slow-start-5s", ("--model-image", tag("langid-slow-start"), "--status-timeout=5s"))
+SLOW_START_SHORT = Run("slow-start-5s", ("--model-image", image("langid-slow-start"), "--status-timeout=5s"))
 
 
 def _flood_data(handle: Handle) -> dict[str, str]:
@@ -249,7 +289,7 @@ def _flood_after(handle: Handle, result: Result) -> None:
 
 LOG_FLOOD = Run(
     "hostile-log-flood",
-    ("--model-image", tag("hostile-log-flood"), "--model-data=data"),
+    ("--model-image", image("hostile-log-flood"), "--model-data=data"),
     env=(("DOCKER_HOST", "{proxy}"),),
     prepare=_flood_data,
     pause_at="run.example[english]",
@@ -290,7 +330,7 @@ BOUND = Run(
     "per-image-bound",
     (
         "--model-image",
-        LANGID,
+        LANGID_ARG,
         f"--status-timeout={BOUND_TIMEOUTS['status']:g}s",
         f"--run-timeout={BOUND_TIMEOUTS['run'] * 1000:.0f}ms",
         f"--shutdown-timeout={BOUND_TIMEOUTS['shutdown'] * 1000:.0f}ms",
@@ -306,11 +346,14 @@ BOUND = Run(
 
 UNKNOWN_IMAGE = Run("unknown-image", ("--model-image", "psc-test/does-not-exist:1"), cost=2)
 NO_ENGINE = Run(
-    "no-engine", ("--model-image", LANGID), env=(("DOCKER_HOST", "unix:///nonexistent/docker.sock"),), cost=2
+    "no-engine",
+    ("--model-image", LANGID_ARG),
+    env=(("DOCKER_HOST", "unix:///nonexistent/docker.sock"),),
+    cost=2,
 )
 INVALID_YAML = Run(
     "invalid-model-yaml",
-    ("--model-image", LANGID, "--model-yaml={dir}/work/model.yaml"),
+    ("--model-image", LANGID_ARG, "--model-yaml={dir}/work/model.yaml"),
     files=(
         (
             "work/model.yaml",
@@ -321,7 +364,7 @@ INVALID_YAML = Run(
 )
 HUGE_DURATION_YAML = Run(
     "huge-duration-model-yaml",
-    ("--model-image", LANGID, "--model-yaml=model.yaml"),
+    ("--model-image", LANGID_ARG, "--model-yaml=model.yaml"),
     files=(
         (
             "work/model.yaml",
@@ -331,11 +374,11 @@ HUGE_DURATION_YAML = Run(
     cost=2,
 )
 HUGE_DURATION_CLI = Run(
-    "huge-duration-option", ("--model-image", LANGID, "--status-timeout=99999999h"), report=None, cost=1
+    "huge-duration-option", ("--model-image", LANGID_ARG, "--status-timeout=99999999h"), report=None, cost=1
 )
 REPORT_IS_A_FILE = Run(
     "report-dir-is-a-file",
-    ("--model-image", LANGID, "--conformance-report=taken"),
+    ("--model-image", LANGID_ARG, "--conformance-report=taken"),
     files=(("work/taken", "not a directory\n"),),
     report=None,
     cost=1,
@@ -356,18 +399,18 @@ BAD_INI = Run(
     cost=1,
 )
 MISSING_YAML_PATH = Run(
-    "missing-model-yaml", ("--model-image", LANGID, "--model-yaml=nowhere/model.yaml"), cost=2
+    "missing-model-yaml", ("--model-image", LANGID_ARG, "--model-yaml=nowhere/model.yaml"), cost=2
 )
-MISSING_DATA_PATH = Run("missing-model-data", ("--model-image", LANGID, "--model-data=nowhere"), cost=2)
+MISSING_DATA_PATH = Run("missing-model-data", ("--model-image", LANGID_ARG, "--model-data=nowhere"), cost=2)
 YAML_NOT_YAML = Run(
     "model-yaml-not-yaml",
-    ("--model-image", LANGID, "--model-yaml=model.yaml"),
+    ("--model-image", LANGID_ARG, "--model-yaml=model.yaml"),
     files=(("work/model.yaml", "name: [unclosed\n"),),
     cost=2,
 )
 YAML_A_LIST = Run(
     "model-yaml-a-list",
-    ("--model-image", LANGID, "--model-yaml=model.yaml"),
+    ("--model-image", LANGID_ARG, "--model-yaml=model.yaml"),
     files=(("work/model.yaml", "- just\n- a list\n"),),
     cost=2,
 )
@@ -390,7 +433,7 @@ def _bad_data(problem: str):  # type: ignore[no-untyped-def]
 
 BAD_DATA = {
     problem: Run(
-        f"bad-data-{problem}", ("--model-image", LANGID, "--model-data=data"), prepare=_bad_data(problem)
+        f"bad-data-{problem}", ("--model-image", LANGID_ARG, "--model-data=data"), prepare=_bad_data(problem)
     )
     for problem in ("empty-data-dir", "no-message-file", "case-without-input")
 }
@@ -403,11 +446,14 @@ def _long_case(handle: Handle) -> dict[str, str]:
     return {}
 
 
-LONG_CASE = Run("long-case-name", ("--model-image", LANGID, "--model-data=data"), prepare=_long_case, cost=5)
+LONG_CASE = Run(
+    "long-case-name", ("--model-image", LANGID_ARG, "--model-data=data"), prepare=_long_case, cost=5
+)
 
 
 def _archive(kind: str):  # type: ignore[no-untyped-def]
     def prepare(handle: Handle) -> dict[str, str]:
+        handle.ctx.resources.sample(build.CONFORMANT.name)  # and its TAR
         archive = handle.cwd / "model.tar"
         if kind == "empty":
             archive.write_bytes(b"")
@@ -426,7 +472,7 @@ BAD_ARCHIVES = {
     for kind in ("empty", "truncated", "not-an-archive")
 }
 MISSING_TAR_BESIDE_GOOD = Run(
-    "missing-tar-beside-good", ("--model-tar={dir}/missing.tar", "--model-image", LANGID), cost=5
+    "missing-tar-beside-good", ("--model-tar={dir}/missing.tar", "--model-image", LANGID_ARG), cost=5
 )
 TWO_IMAGE_TAR = Run("two-image-tar", ("--model-tar={tar[two-images]}",), cost=8)
 
@@ -447,7 +493,7 @@ def _ini_data(handle: Handle) -> dict[str, str]:
 
 INI_AND_CLI = Run(
     "ini-and-command-line",
-    ("--model-image", LANGID, "--run-timeout=20s"),
+    ("--model-image", LANGID_ARG, "--run-timeout=20s"),
     files=(("work/pytest.ini", INI),),
     cwd="work/sub",
     report=None,
@@ -457,7 +503,7 @@ INI_AND_CLI = Run(
 
 # -- several images, pytest-xdist -------------------------------------------------------------------
 
-XDIST_ARGS = ("--model-image", LANGID, "--model-image", tag("broken-status-html"), WITH_DATA)
+XDIST_ARGS = ("--model-image", LANGID_ARG, "--model-image", image("broken-status-html"), WITH_ONE_CASE)
 XDIST_LOADGROUP = Run("xdist-loadgroup", ("-n", "2", "--dist", "loadgroup", *XDIST_ARGS), cost=20)
 XDIST_PLAIN = Run("xdist-plain", ("-n", "2", *XDIST_ARGS), cost=20)
 
@@ -565,6 +611,7 @@ USERNAME_WITHOUT_PASSWORD = Run(
 def _pull_policies(ctx: Context) -> dict[str, Result]:
     """A reference the engine already holds: ``missing`` uses it, ``always`` pulls it anyway."""
     ref = ctx.resources.pushed("present")
+    ctx.resources.sample(build.CONFORMANT.name)
     client = docker.from_env(version="auto")
     client.images.get(LANGID).tag(ref)
     try:
@@ -593,6 +640,7 @@ GHCR_REF = "ghcr.io/org/team/model"
 def _ghcr(ctx: Context) -> dict[str, Result]:
     """README's example reference, as a local tag of the conformant sample (never pulled)."""
     ref = f"{GHCR_REF}:{ctx.resources.tag_suffix}"
+    ctx.resources.sample(build.CONFORMANT.name)
     client = docker.from_env(version="auto")
     client.images.get(LANGID).tag(ref)
     try:
@@ -614,7 +662,10 @@ def interrupted(signum: signal.Signals, moment: str) -> Scenario:
 
     def scenario(ctx: Context) -> dict[str, Result]:
         handle = ctx.launch(
-            Run(f"interrupted-{signum.name}-{moment}", ("--model-image", tag("langid-slow-start"), WITH_DATA))
+            Run(
+                f"interrupted-{signum.name}-{moment}",
+                ("--model-image", image("langid-slow-start"), WITH_DATA),
+            )
         )
         if moment == "active":
             handle.wait_until(handle.handler_installed, "active")
@@ -635,7 +686,7 @@ INTERRUPTIONS = {
 
 
 def _killed_then_reaped(ctx: Context) -> dict[str, Result]:
-    killed = ctx.launch(Run("killed", ("--model-image", tag("langid-slow-start"))))
+    killed = ctx.launch(Run("killed", ("--model-image", image("langid-slow-start"))))
     killed.wait_until(killed.container_running, "running its container")
     assert killed.process is not None
     killed.process.kill()
@@ -646,7 +697,7 @@ def _killed_then_reaped(ctx: Context) -> dict[str, Result]:
         orphans = [r for r in killed.containers() if _exists(client, r.id)]
         first = ctx.finish(killed, expect_leftovers=True)
         first.facts["orphans"] = [r.name for r in orphans]
-        after = ctx.execute(Run("after-killed", ("--model-image", LANGID)))
+        after = ctx.execute(Run("after-killed", ("--model-image", LANGID_ARG)))
         # Whichever run reaped it (any later run may), it must be gone now.
         first.facts["orphans_left"] = [r.name for r in orphans if _exists(client, r.id)]
         for record in orphans:
@@ -670,10 +721,12 @@ KILLED_THEN_REAPED = Scenario("killed-then-reaped", _killed_then_reaped, cost=8)
 
 def _beside_a_live_run(ctx: Context) -> dict[str, Result]:
     slow = ctx.launch(
-        Run("slow-start-20s", ("--model-image", tag("langid-slow-start"), "--status-timeout=20s", WITH_DATA))
+        Run(
+            "slow-start-20s", ("--model-image", image("langid-slow-start"), "--status-timeout=20s", WITH_DATA)
+        )
     )
     slow.wait_until(slow.container_running, "running its container")
-    quick = ctx.execute(Run("quick-beside-slow", ("--model-image", LANGID)))
+    quick = ctx.execute(Run("quick-beside-slow", ("--model-image", LANGID_ARG)))
     return {"slow": ctx.finish(slow), "quick": quick}
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests import runs
-from tests.expect import ALL_CHECKS, NOT_RUN, RUN_EXAMPLES, failure_block, no_traceback
+from tests.expect import ALL_CHECKS, CHECKS_MINI, NOT_RUN, failure_block, no_traceback
 from tests.harness_api import BODY_CUT, EXIT_INTERRUPTED, EXIT_NOT_EVALUATED
 from tests.harness_runs import HarnessRuns, Result
 
@@ -17,6 +17,9 @@ pytestmark = pytest.mark.docker
 
 PEAK_RSS_LIMIT_KIB = 150 * 1024
 LOG_TAIL_BYTES = 16 * 1024  # README: the container's log is read as a 16 KiB tail
+
+
+RUN_EXAMPLES = {c for c in CHECKS_MINI if c.startswith("run.example[")}  # these runs have one case
 
 
 def run_of(name: str) -> runs.Run:
