@@ -191,6 +191,7 @@ class Result:
     peak_rss_kib: int | None
     facts: dict[str, Any]
     timed_out: bool = False
+    cpu_seconds: float = 0.0  # of the pytest process that ran the harness
 
     def __str__(self) -> str:
         return f"{self.run.name}: exit {self.returncode}\n{self.stdout}\n{self.stderr}"
@@ -379,7 +380,8 @@ class Context:
         assert process is not None
         deadline = handle.began + run.timeout
         timed_out = False
-        while process.poll() is None:
+        cpu_seconds = 0.0
+        while process.returncode is None:
             paused = handle.dir / "paused"
             if run.pause_at is not None and paused.exists() and not (handle.dir / "go").exists():
                 try:
@@ -388,11 +390,16 @@ class Context:
                 except Exception as exc:
                     handle.facts["pause_error"] = exc
                 (handle.dir / "go").touch()
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline and not timed_out:
                 timed_out = True
                 process.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=0.05)
+            # wait4: its own CPU time (and that of its waited-for children, xdist workers).
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                process.returncode = os.waitstatus_to_exitcode(status)
+                cpu_seconds = usage.ru_utime + usage.ru_stime
+            else:
+                time.sleep(0.05)
         ended = time.time()
         seconds = time.monotonic() - handle.began
         containers = handle.containers()
@@ -430,6 +437,7 @@ class Context:
             peak_rss_kib=json.loads(rss_file.read_text()) if rss_file.exists() else None,
             facts=handle.facts,
             timed_out=timed_out,
+            cpu_seconds=cpu_seconds,
         )
         if run.after is not None:
             run.after(handle, result)
@@ -470,13 +478,18 @@ class HarnessRuns:
         self._waiting = ThreadPoolExecutor(max_workers=WAITING, thread_name_prefix="harness-wait")
         self._lock = threading.Lock()
         self.timings: dict[str, tuple[float, float]] = {}  # name -> (start, end), monotonic
+        self.cpu: dict[str, float] = {}  # name -> CPU seconds of its harness processes
 
     def _timed(self, entry: Entry) -> Any:
         began = time.monotonic()
         try:
             if isinstance(entry, Run):
-                return self.ctx.execute(entry)
-            return entry.func(self.ctx)
+                found = self.ctx.execute(entry)
+                self.cpu[entry.name] = found.cpu_seconds
+            else:
+                found = entry.func(self.ctx)
+                self.cpu[entry.name] = sum(r.cpu_seconds for r in found.values())
+            return found
         finally:
             self.timings[entry.name] = (began, time.monotonic())
 
@@ -514,10 +527,15 @@ class HarnessRuns:
         last = max(end for _, end in self.timings.values())
         ranked = sorted(self.timings.items(), key=lambda item: item[1][0] - item[1][1])
         busy = sum(end - start for start, end in self.timings.values())
+        cpu = sum(self.cpu.values())
         lines = [
-            f"harness runs: {len(self.timings)} in {last - first:.1f} s ({busy:.0f} s of runs); the longest:"
+            f"harness runs: {len(self.timings)} in {last - first:.1f} s ({busy:.0f} s of runs, "
+            f"{cpu:.0f} CPU s in their pytest processes); the longest:"
         ]
-        lines += [f"  {end - start:6.1f} s  {name}" for name, (start, end) in ranked[:longest]]
+        lines += [
+            f"  {end - start:6.1f} s {self.cpu.get(name, 0.0):5.1f} CPU s  {name}"
+            for name, (start, end) in ranked[:longest]
+        ]
         return lines
 
     def close(self) -> None:

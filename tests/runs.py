@@ -28,6 +28,7 @@ from tests.resources import DATA, REGISTRY_PASSWORD, REGISTRY_USER
 
 LANGID = build.CONFORMANT.tag
 WITH_DATA = "--model-data={data}"
+WITH_ONE_CASE = "--model-data={mini}"  # one example, one validation-error case
 
 
 def tag(name: str) -> str:
@@ -104,7 +105,7 @@ def pytest_collection_modifyitems(items):
 """
 # Another plugin (pytest --ff, pytest-randomly...) may run /shutdown first.
 REVERSED = Run(
-    "reversed", ("--model-image", LANGID_ARG, WITH_DATA), files=(("work/conftest.py", REVERSING),), cost=6
+    "reversed", ("--model-image", LANGID_ARG, WITH_ONE_CASE), files=(("work/conftest.py", REVERSING),), cost=6
 )
 
 
@@ -164,11 +165,11 @@ FRESH_TAR_KEPT = Run(
 # Status timeouts short enough to save time, long enough for a loaded machine to start the
 # server (never-ready must answer 503 at least once before its timeout).
 SAMPLE_ARGS: dict[str, tuple[str, ...]] = {
-    "broken-ignores-port": ("--status-timeout=4s",),
+    "broken-ignores-port": ("--status-timeout=3s",),  # fails however slowly the server starts
     "broken-never-ready": ("--status-timeout=6s",),
     "broken-exit-at-start": ("--status-timeout=60s",),  # must fail at once, not at the timeout
     "broken-shutdown-ignored": ("--shutdown-timeout=1s",),
-    "hostile-trickle": ("--status-timeout=4s",),
+    "hostile-trickle": ("--status-timeout=8s",),  # room for a slow start before the body trickles
     "hostile-slow-headers": ("--status-timeout=4s",),
 }
 # The test cases matter only for samples whose defect is in /run; the others run without
@@ -201,7 +202,6 @@ SAMPLES_WITH_ONE_CASE = {
     "langid-gzip",
     "langid-non-root",
 }
-WITH_ONE_CASE = "--model-data={mini}"
 MEASURED = {"hostile-huge-output", "hostile-billion-laughs"}
 
 
@@ -259,7 +259,8 @@ SLOW_HEADERS_SIGINT_IGNORED = sample_run("hostile-slow-headers", suffix="-sigint
 DIES_AFTER_FIRST_ANSWER = tuple(
     sample_run("hostile-dies-after-first-answer", suffix=f"-{n}") for n in range(1, 6)
 )
-SLOW_START_SHORT = Run("slow-start-5s", ("--model-image", image("langid-slow-start"), "--status-timeout=5s"))
+# Ready 8 s after its start: a 7 s timeout fails it, with room for a slow start to answer 503s.
+SLOW_START_SHORT = Run("slow-start-7s", ("--model-image", image("langid-slow-start"), "--status-timeout=7s"))
 
 
 def _flood_data(handle: Handle) -> dict[str, str]:
@@ -487,7 +488,8 @@ model_run_timeout = not-a-duration
 
 
 def _ini_data(handle: Handle) -> dict[str, str]:
-    (handle.dir / "work" / "data").symlink_to(DATA)  # next to the ini file, not the working directory
+    # The test cases next to the ini file, not in the working directory.
+    (handle.dir / "work" / "data").symlink_to(handle.ctx.resources.mini_data())
     return {}
 
 

@@ -116,7 +116,7 @@ def test_authors_own_checks_use_the_public_fixtures(harness: HarnessRuns) -> Non
 def test_checks_reordered_after_shutdown_still_hold(harness: HarnessRuns) -> None:
     result = harness(runs.REVERSED)
     assert result.returncode == 0, result
-    assert result.outcomes() == dict.fromkeys(ALL_CHECKS, "passed")
+    assert result.outcomes() == dict.fromkeys(CHECKS_MINI, "passed")
 
 
 # -- each sample fails exactly the checks of its defect -------------------------------------------
@@ -269,9 +269,9 @@ def test_slow_start_fails_under_a_short_status_timeout(harness: HarnessRuns) -> 
     assert result.with_outcome("failed") == {"status.ready"}
     message = result.checks()["status.ready"]["message"]
     # The last poll is 503, or it was cut by the deadline on a loaded machine.
-    assert re.search(r"/status not 200 within 5 s \(\d+ polls; last: (503|no answer \(timed out)", message), (
-        message
-    )
+    assert re.search(
+        r"/status not 200 within 7 s \(\d+ polls; last: (503|no whole answer \(timed out)", message
+    ), message
     assert result.seconds < 30
 
 
@@ -522,9 +522,9 @@ def test_ini_paths_are_relative_to_the_ini_file_and_the_command_line_wins(harnes
     document = json.loads(report.read_text())
     assert document["verdict"] == "conformant"
     assert [entry["image"]["reference"] for entry in document["images"]] == [runs.LANGID]
-    # model_data = data, next to the ini file: the example cases were found and passed.
+    # model_data = data, next to the ini file: the test cases were found and passed.
     outcomes = {c["id"]: c["outcome"] for c in document["checks"]}
-    assert outcomes == dict.fromkeys(ALL_CHECKS, "passed")
+    assert outcomes == dict.fromkeys(CHECKS_MINI, "passed")
 
 
 # -- the per-image time bound ----------------------------------------------------------------------------
