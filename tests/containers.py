@@ -13,7 +13,7 @@ import docker
 import requests
 from docker.models.containers import Container
 
-TEST_LABEL = "org.psc-harness.test"
+from tests.resources import TEST_LABEL
 
 
 def random_model_port() -> int:
@@ -60,6 +60,7 @@ def started(
     client: docker.DockerClient,
     image: str,
     *,
+    owner: str,
     mounts: dict[Path, str] | None = None,
     also_publish: tuple[int, ...] = (),
 ) -> Iterator[Running]:
@@ -70,7 +71,7 @@ def started(
         detach=True,
         environment={"PSC_MODEL_PORT": str(port)},
         ports=ports,
-        labels={TEST_LABEL: "1"},
+        labels={TEST_LABEL: owner},  # this session's: removed by it alone
         volumes={str(host): {"bind": inside, "mode": "rw"} for host, inside in (mounts or {}).items()},
     )
     try:

@@ -73,11 +73,20 @@ def running_registry(workdir: Path, username: str, password: str) -> Iterator[Re
         log.close()
 
 
-def push(client: docker.DockerClient, registry: Registry, source: str, repository: str) -> str:
-    """Tag ``source`` into the registry and push it; a push's errors arrive only in its stream."""
+def push(client: docker.DockerClient, registry: Registry, source: str, repository: str) -> tuple[str, str]:
+    """Tag ``source`` into the registry and push it; returns the reference and the digest.
+
+    A push's errors arrive only in its stream. The local tag is removed again: the engine
+    holds the image under its other names only.
+    """
     ref = f"{registry.host}/{repository}:latest"
     client.images.get(source).tag(ref)
-    for event in client.images.push(ref, stream=True, decode=True, auth_config=registry.auth()):
-        assert "error" not in event, event
-    client.images.remove(ref)
-    return ref
+    digest = ""
+    try:
+        for event in client.images.push(ref, stream=True, decode=True, auth_config=registry.auth()):
+            assert "error" not in event, event
+            digest = (event.get("aux") or {}).get("Digest", digest)
+    finally:
+        client.images.remove(ref)
+    assert digest.startswith("sha256:"), f"the push of {ref} reported no digest"
+    return ref, digest

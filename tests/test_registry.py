@@ -1,249 +1,194 @@
-"""Images by registry reference, against a real registry with authentication."""
+"""Images by registry reference, against a real registry with authentication on loopback.
+
+Every image that a test expects the harness to pull is one the engine does not hold (or,
+for ``--pull always``, holds under that very reference): the run must show that it came
+from the registry (the report's ``source``, the engine's pull event), and whatever it
+leaves is removed by the suite after noting it.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
-import json
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
-import docker
-import docker.errors
 import pytest
 
-from harness.plugin import EXIT_NOT_EVALUATED
-from harness.registry import PASSWORD_ENV
-from sample_models import build
-from tests.registry import Registry, free_port, push, running_registry
+from tests import runs
+from tests.harness_api import EXIT_NOT_EVALUATED, EXIT_USAGE
+from tests.harness_runs import HarnessRuns, Result
 
-pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("no_harness_leftovers")]
-
-PASSWORD = "Reg1stry-S3cret-pw"
-DATA = build.HERE / "langid" / "data"
+pytestmark = pytest.mark.docker
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    with running_registry(tmp_path_factory.mktemp("registry"), "author", PASSWORD) as started:
-        yield started
+def registry_host(result: Result) -> str:
+    return result.json["image"]["reference"].split("/", 1)[0]
 
 
-@pytest.fixture(scope="module")
-def pushed(
-    docker_client: docker.DockerClient, registry: Registry, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, str]:
-    build.build_all(docker_client, [build.CONFORMANT.name])
-    # An image the engine will not hold once pushed, so that a pull really brings it in.
-    fresh, _ = docker_client.images.build(
-        path=str(build.HERE / "langid"),
-        buildargs={"BASE_IMAGE": build.base_tag()},
-        labels={"org.psc-harness.test": "registry"},
-        pull=False,
-        rm=True,
-    )
-    refs = {
-        "conformant": push(docker_client, registry, build.CONFORMANT.tag, "psc/langid"),
-        "fresh": push(docker_client, registry, fresh.id, "psc/team/fresh"),
-    }
-    with contextlib.suppress(docker.errors.ImageNotFound):  # gone with its last tag already
-        docker_client.images.remove(fresh.id, force=True)
-    return refs
+def pulled(harness: HarnessRuns, result: Result, ref: str) -> bool:
+    """The engine reported a pull of ``ref`` while the run ran."""
+    return ref in harness.ctx.watch.images_between("pull", result.began, result.ended)
 
 
-def harness(
-    cwd: Path, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """The harness as a user runs it, in a subprocess, so that standard input is real."""
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "--conformance-report=out",
-            "--junitxml=out/junit.xml",
-            *args,
-        ],
-        cwd=cwd,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def report(cwd: Path) -> dict[str, Any]:
-    return json.loads((cwd / "out" / "conformance.json").read_text())  # type: ignore[no-any-return]
-
-
-def assert_password_nowhere(cwd: Path, result: subprocess.CompletedProcess[str]) -> None:
-    assert PASSWORD not in result.stdout + result.stderr
-    for path in (cwd / "out").glob("*"):
-        assert PASSWORD not in path.read_text(errors="replace"), path
-
-
-def assert_gone(client: docker.DockerClient, ref: str) -> None:
-    with pytest.raises(docker.errors.ImageNotFound):
-        client.images.get(ref)
-
-
-def test_battery_passes_on_a_pulled_image_with_credentials(
-    tmp_path: Path, registry: Registry, pushed: dict[str, str], docker_client: docker.DockerClient
-) -> None:
-    ref = pushed["fresh"]
-    result = harness(
-        tmp_path,
-        "--model-image",
-        ref,
-        "--registry-username",
-        registry.username,
-        f"--model-data={DATA}",
-        env={PASSWORD_ENV: PASSWORD},
-    )
-    assert result.returncode == 0, result.stdout
-    document = report(tmp_path)
-    assert document["verdict"] == "conformant"
-    assert document["image"]["source"] == "registry"
-    image = document["containerImage"]
+@pytest.mark.harness(runs.PULLED)
+def test_battery_passes_on_a_pulled_image_with_credentials(harness: HarnessRuns) -> None:
+    result = harness(runs.PULLED)
+    ref = result.json["image"]["reference"]
+    assert result.returncode == 0, result
+    assert result.json["verdict"] == "conformant"
+    assert result.json["image"]["source"] == "registry"
+    assert pulled(harness, result, ref), "the engine saw no pull: the image did not come from the registry"
+    image = result.json["containerImage"]
+    host = registry_host(result)
     assert (image["registryHost"], image["repositoryNamespace"], image["repositoryName"]) == (
-        registry.host,
+        host,
         "psc/team",
-        "fresh",
+        "credentials",
     )
-    assert image["imagePrefix"] == f"{registry.host}/psc/team"
+    assert image["imagePrefix"] == f"{host}/psc/team"
     assert image["uploadPercentage"] == 100
-    assert document["loadSteps"][0]["details"]["source"] == "registry"
+    assert result.json["loadSteps"][0]["details"]["source"] == "registry"
     assert f"pulling {ref}: 100.0%" in result.stdout
-    assert_password_nowhere(tmp_path, result)
-    assert_gone(docker_client, ref)
+    assert result.images_left == [], "the pulled image was not removed"
 
 
-def test_password_from_standard_input(
-    tmp_path: Path, registry: Registry, pushed: dict[str, str], docker_client: docker.DockerClient
-) -> None:
-    result = harness(
-        tmp_path,
-        "--model-image",
-        pushed["conformant"],
-        "--registry-username",
-        registry.username,
-        "--registry-password-stdin",
-        stdin=PASSWORD + "\n",
+@pytest.mark.harness(runs.USERNAME_FROM_ENV)
+def test_username_from_the_environment(harness: HarnessRuns) -> None:
+    result = harness(runs.USERNAME_FROM_ENV)
+    assert result.returncode == 0, result
+    assert result.json["image"]["source"] == "registry"
+    assert pulled(harness, result, result.json["image"]["reference"])
+    assert result.images_left == []
+
+
+@pytest.mark.harness(runs.BY_DIGEST)
+def test_a_digest_reference_is_pulled(harness: HarnessRuns) -> None:
+    result = harness(runs.BY_DIGEST)
+    ref = result.json["image"]["reference"]
+    assert "@sha256:" in ref
+    assert result.returncode == 0, result
+    assert result.json["image"]["source"] == "registry"
+    assert result.json["image"]["digest"] == ref or result.json["image"]["digest"].endswith(ref.split("@")[1])
+    assert pulled(harness, result, ref.split("@")[0]) or pulled(harness, result, ref)
+    assert result.images_left == []
+
+
+@pytest.mark.harness(runs.PASSWORD_STDIN)
+def test_password_from_standard_input(harness: HarnessRuns) -> None:
+    result = harness(runs.PASSWORD_STDIN)
+    assert result.returncode == 0, result
+    assert result.json["image"]["source"] == "registry"
+    assert pulled(harness, result, result.json["image"]["reference"])
+    assert result.images_left == []
+    # The sample that shares its id and layers with the pulled reference stays.
+    assert runs.image_present(runs.LANGID)
+
+
+@pytest.mark.harness(runs.DOCKER_CONFIG)
+def test_credentials_from_the_docker_configuration(harness: HarnessRuns) -> None:
+    result = harness(runs.DOCKER_CONFIG)
+    assert result.returncode == 0, result
+    assert result.json["image"]["source"] == "registry"
+    assert result.images_left == []
+
+
+@pytest.mark.harness(runs.KEEP_IMAGE)
+def test_keep_image_keeps_what_was_pulled(harness: HarnessRuns) -> None:
+    result = harness(runs.KEEP_IMAGE)
+    assert result.returncode == 0, result
+    assert result.json["image"]["source"] == "registry"
+    assert result.images_left == [result.json["image"]["reference"]]  # kept; the suite removed it
+
+
+@pytest.mark.harness(runs.PULL_POLICIES)
+def test_pull_policies_on_a_reference_the_engine_holds(harness: HarnessRuns) -> None:
+    found = harness(runs.PULL_POLICIES)
+    missing, always = found["missing"], found["always"]
+    ref = missing.json["image"]["reference"]
+    # missing (the default): the engine's copy is used, nothing is pulled.
+    assert missing.returncode == 0, missing
+    assert missing.json["image"]["source"] == "tag"
+    assert not pulled(harness, missing, ref)
+    # always: pulled although present.
+    assert always.returncode == 0, always
+    assert always.json["image"]["source"] == "registry"
+    assert pulled(harness, always, ref)
+    # Neither removes a reference it did not bring.
+    assert missing.facts["present_after"] and always.facts["present_after"]
+
+
+@pytest.mark.harness(runs.GHCR)
+def test_readme_example_of_the_registry_fields(harness: HarnessRuns) -> None:
+    result = harness(runs.GHCR)["run"]
+    assert result.returncode == 0, result
+    image = result.json["containerImage"]
+    assert (
+        image["registryHost"],
+        image["repositoryNamespace"],
+        image["repositoryName"],
+        image["imagePrefix"],
+    ) == (
+        "ghcr.io",
+        "org/team",
+        "model",
+        "ghcr.io/org/team",
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert_password_nowhere(tmp_path, result)
-    assert_gone(docker_client, pushed["conformant"])
-    docker_client.images.get(build.CONFORMANT.tag)  # the image it shares layers and id with stays
 
 
-def test_credentials_from_the_docker_configuration(
-    tmp_path: Path, registry: Registry, pushed: dict[str, str]
-) -> None:
-    import base64
-
-    config = tmp_path / "docker-config"
-    config.mkdir()
-    token = base64.b64encode(f"{registry.username}:{PASSWORD}".encode()).decode()
-    (config / "config.json").write_text(json.dumps({"auths": {registry.host: {"auth": token}}}))
-    result = harness(tmp_path, "--model-image", pushed["conformant"], env={"DOCKER_CONFIG": str(config)})
-    assert result.returncode == 0, result.stdout
-
-
-def test_keep_image_keeps_what_was_pulled(
-    tmp_path: Path, registry: Registry, pushed: dict[str, str], docker_client: docker.DockerClient
-) -> None:
-    ref = pushed["conformant"]
-    result = harness(
-        tmp_path,
-        "--model-image",
-        ref,
-        "--registry-username",
-        registry.username,
-        "--keep-image",
-        env={PASSWORD_ENV: PASSWORD},
-    )
-    assert result.returncode == 0, result.stdout
-    docker_client.images.get(ref)
-    docker_client.images.remove(ref)
+REGISTRY_ERROR_LINES = {
+    "wrong-password": "harness: the registry {host} refused the credentials of user 'author'",
+    "no-credentials": "harness: the registry {host} needs credentials*",
+    "missing-tag": "harness: {host}/psc/errors:no-such-tag was not found in the registry {host}",
+    "pull-never": "harness: image {host}/psc/errors:latest is not in the Docker engine*",
+}
 
 
 @pytest.mark.parametrize(
-    ("case", "expected"),
+    "case",
     [
-        ("wrong-password", "harness: the registry {host} refused the credentials of user 'author'"),
-        ("no-credentials", "harness: the registry {host} needs credentials*"),
-        ("missing-tag", "harness: {host}/psc/langid:no-such-tag was not found in the registry {host}"),
-        ("pull-never", "harness: image {host}/psc/langid:latest is not in the Docker engine*"),
+        pytest.param(c, marks=pytest.mark.harness(runs.REGISTRY_ERRORS[c]))
+        for c in sorted(REGISTRY_ERROR_LINES)
     ],
 )
-def test_registry_errors_are_one_line(
-    tmp_path: Path, registry: Registry, pushed: dict[str, str], case: str, expected: str
-) -> None:
-    args = {
-        "wrong-password": (
-            ["--model-image", pushed["conformant"], "--registry-username", "author"],
-            {PASSWORD_ENV: "wrong-" + PASSWORD},
-        ),
-        "no-credentials": (["--model-image", pushed["conformant"]], {}),
-        "missing-tag": (
-            ["--model-image", f"{registry.host}/psc/langid:no-such-tag", "--registry-username", "author"],
-            {PASSWORD_ENV: PASSWORD},
-        ),
-        "pull-never": (["--model-image", pushed["conformant"], "--pull", "never"], {}),
-    }[case]
-    result = harness(tmp_path, *args[0], env=args[1])
-    assert result.returncode == EXIT_NOT_EVALUATED, result.stdout
-    lines = [line for line in result.stdout.splitlines() if line.startswith("harness: ")]
-    assert len(lines) == 1 and _matches(lines[0], expected.format(host=registry.host)), result.stdout
-    assert "Traceback" not in result.stdout + result.stderr
-    assert_password_nowhere(tmp_path, result)
+def test_registry_errors_are_one_line(harness: HarnessRuns, case: str) -> None:
+    result = harness(runs.REGISTRY_ERRORS[case])
+    assert result.returncode == EXIT_NOT_EVALUATED, result
+    (line,) = result.harness_lines()
+    assert fnmatch.fnmatchcase(line, REGISTRY_ERROR_LINES[case].format(host=registry_host(result))), line
+    assert "Traceback" not in result.output
+    assert result.json["verdict"] == "error"
 
 
-def _matches(line: str, pattern: str) -> bool:
-    return fnmatch.fnmatchcase(line, pattern)
-
-
-def test_unreachable_registry(tmp_path: Path) -> None:
-    result = harness(tmp_path, "--model-image", f"127.0.0.1:{free_port()}/psc/langid:latest")
+@pytest.mark.harness(runs.UNREACHABLE_REGISTRY)
+def test_unreachable_registry(harness: HarnessRuns) -> None:
+    result = harness(runs.UNREACHABLE_REGISTRY)
     assert result.returncode == EXIT_NOT_EVALUATED
-    assert (
-        "harness: the registry 127.0.0.1:" in result.stdout
-        and "is unreachable (connection refused)" in result.stdout
-    )
+    (line,) = result.harness_lines()
+    assert line.startswith("harness: the registry 127.0.0.1:")
+    assert "is unreachable (connection refused)" in line
 
 
-def test_malformed_reference(tmp_path: Path) -> None:
-    result = harness(tmp_path, "--model-image", "127.0.0.1:5000/Psc/Langid:latest")
+@pytest.mark.harness(runs.MALFORMED_REFERENCE)
+def test_malformed_reference(harness: HarnessRuns) -> None:
+    result = harness(runs.MALFORMED_REFERENCE)
     assert result.returncode == EXIT_NOT_EVALUATED
-    assert "harness: malformed image reference '127.0.0.1:5000/Psc/Langid:latest'" in result.stdout
-    assert report(tmp_path)["verdict"] == "error"
+    (line,) = result.harness_lines()
+    assert line.startswith("harness: malformed image reference '127.0.0.1:5000/Psc/Langid:latest'")
+    assert result.json["verdict"] == "error"
 
 
-def test_username_without_password_is_a_usage_error(tmp_path: Path) -> None:
-    result = harness(tmp_path, "--model-image", "x", "--registry-username", "author", env={PASSWORD_ENV: ""})
-    assert result.returncode == pytest.ExitCode.USAGE_ERROR
+@pytest.mark.harness(runs.USERNAME_WITHOUT_PASSWORD)
+def test_username_without_password_is_a_usage_error(harness: HarnessRuns) -> None:
+    result = harness(runs.USERNAME_WITHOUT_PASSWORD)
+    assert result.returncode == EXIT_USAGE
     assert "--registry-username needs a password" in result.stderr
 
 
-@pytest.mark.parametrize("kind", ["empty", "truncated", "not-an-archive"])
-def test_bad_archives(tmp_path: Path, kind: str) -> None:
-    archive = tmp_path / "model.tar"
-    if kind == "empty":
-        archive.write_bytes(b"")
-    elif kind == "truncated":
-        with build.CONFORMANT_TAR.open("rb") as whole:
-            archive.write_bytes(whole.read(build.CONFORMANT_TAR.stat().st_size // 2))
-    else:
-        archive.write_text("model weights, surely\n" * 1000)
-    result = harness(tmp_path, f"--model-tar={archive}")
+@pytest.mark.parametrize(
+    "kind",
+    [pytest.param(k, marks=pytest.mark.harness(runs.BAD_ARCHIVES[k])) for k in sorted(runs.BAD_ARCHIVES)],
+)
+def test_bad_archives(harness: HarnessRuns, kind: str) -> None:
+    result = harness(runs.BAD_ARCHIVES[kind])
     assert result.returncode == EXIT_NOT_EVALUATED
-    (line,) = [line for line in result.stdout.splitlines() if line.startswith("harness: ")]
-    assert str(archive) in line
-    assert "Traceback" not in result.stdout + result.stderr
+    (line,) = result.harness_lines()
+    assert str(result.cwd / "model.tar") in line
+    assert "Traceback" not in result.output

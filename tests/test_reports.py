@@ -2,42 +2,24 @@
 
 from __future__ import annotations
 
-import json
+import re
 import shutil
 import subprocess
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 
 from harness import report
 from sample_models import build
+from tests import runs
+from tests.expect import ALL_CHECKS, CHECKS_MINI, CHECKS_WITHOUT_DATA, RUN_JOBS, RUN_JOBS_MINI
+from tests.harness_runs import HarnessRuns, Result
 
-DATA = build.HERE / "langid" / "data"
-SECRET = "s3cret-Registry-Passw0rd"
+pytestmark = pytest.mark.docker
+
 ARTIFACTS = build.ROOT / "reports" / "test-artifacts"
-
-
-@pytest.fixture(scope="module")
-def sample_images(docker_client: docker.DockerClient) -> None:
-    build.build_all(docker_client)
-
-
-@pytest.fixture(autouse=True)
-def registry_password(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PSC_REGISTRY_PASSWORD", SECRET)
-
-
-def run_harness(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, dict[str, Any], Path]:
-    """Run the harness (with a registry password in its environment that must never leak)."""
-    result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "--conformance-report=out", "--junitxml=out/junit.xml", *args
-    )
-    out = pytester.path / "out"
-    document = json.loads((out / "conformance.json").read_text())
-    return result, document, out
 
 
 def assert_steps_in_order(document: dict[str, Any]) -> None:
@@ -49,114 +31,149 @@ def assert_steps_in_order(document: dict[str, Any]) -> None:
     assert percentages == sorted(percentages)
 
 
-def assert_no_secret(result: pytest.RunResult, out: Path) -> None:
-    assert SECRET not in result.stdout.str() + result.stderr.str()
-    for path in out.iterdir():
-        assert SECRET not in path.read_text(errors="replace"), path
+@pytest.mark.harness(runs.CONFORMANT)
+def test_json_of_a_conformant_run(harness: HarnessRuns) -> None:
+    result = harness(runs.CONFORMANT)
+    document = result.json
+    assert report.validate(document) == []
+    assert document["verdict"] == "conformant"
+    image = document["containerImage"]
+    assert (image["loadStatus"], image["loadPercentage"], image["uploadPercentage"]) == ("Ready", 100, 100)
+    assert image["containerImageSize"] > 10 * 2**20
+    assert "technicalInformation" not in image
+    assert [s["stepName"] for s in document["loadSteps"]] == [
+        "Uploading container image",
+        "Loading model 'langid'",
+        "Checking status endpoint",
+        "Ready",
+    ]
+    checking = document["loadSteps"][2]["details"]
+    assert checking["polls"] >= 1 and checking["readySeconds"] >= checking["firstAnswerSeconds"] > 0
+    assert_steps_in_order(document)
+    assert {c["outcome"] for c in document["checks"]} == {"passed"}
+    assert {c["id"] for c in document["checks"]} == ALL_CHECKS
+    assert len(document["runSteps"]) == RUN_JOBS
+    english = next(job for job in document["runSteps"] if job["job"] == "english")
+    assert [s["stepName"] for s in english["steps"]] == [
+        "Loading model",
+        "Fetching inputs",
+        "Submitting inputs",
+        "Recording outputs",
+        "Completed",
+    ]
+    assert document["image"]["source"] == "tag"
+    assert document["image"]["reference"] == runs.LANGID
+    assert document["image"]["id"] == runs_image_id(result)
+    assert document["image"]["modelYaml"].endswith(":/opt/app/model.yaml")
+    assert document["image"]["engineVersion"]
+    # With one image, its entry is mirrored at the top level.
+    (entry,) = document["images"]
+    assert entry["checks"] == document["checks"] and entry["runSteps"] == document["runSteps"]
 
 
-@pytest.mark.docker
-@pytest.mark.usefixtures("sample_images", "no_harness_leftovers")
-class TestJsonReport:
-    def test_conformant(self, pytester: pytest.Pytester) -> None:
-        result, document, out = run_harness(
-            pytester, "--model-image", build.CONFORMANT.tag, f"--model-data={DATA}"
-        )
-        assert result.ret == 0
+def runs_image_id(result: Result) -> str:
+    (container,) = result.containers
+    assert container.inspect is not None
+    return str(container.inspect["Image"])
+
+
+@pytest.mark.harness(runs.SAMPLE_RUNS["broken-status-no-statuscode"])
+def test_json_of_a_nonconformant_run(harness: HarnessRuns) -> None:
+    result = harness(runs.SAMPLE_RUNS["broken-status-no-statuscode"])
+    document = result.json
+    assert result.returncode == 1
+    assert report.validate(document) == []
+    assert document["verdict"] == "nonconformant"
+    failed = {c["id"]: c for c in document["checks"] if c["outcome"] == "failed"}
+    assert set(failed) == {"status.schema"}
+    assert "'statusCode' is a required property" in failed["status.schema"]["message"]
+    assert document["containerImage"]["loadStatus"] == "Ready"
+    assert_steps_in_order(document)
+
+
+@pytest.mark.harness(runs.SAMPLE_RUNS["broken-never-ready"])
+def test_json_of_a_model_never_ready(harness: HarnessRuns) -> None:
+    result = harness(runs.SAMPLE_RUNS["broken-never-ready"])
+    document = result.json
+    assert result.returncode == 1
+    assert report.validate(document) == []
+    assert document["verdict"] == "nonconformant"
+    image = document["containerImage"]
+    assert image["loadStatus"] == "Failed" and image["loadPercentage"] < 100
+    # Why: no 200 within the timeout (the last poll may be cut by the deadline, so its 503 is
+    # not always the last thing seen).
+    assert "/status not 200 within 6 s" in image["technicalInformation"]
+    assert max(s["percentage"] for s in document["loadSteps"]) < 100
+    assert_steps_in_order(document)
+    failed = next(c for c in document["checks"] if c["id"] == "status.ready")
+    assert failed["outcome"] == "failed" and failed["rule"] == "docs/contract.md#status"
+    assert document["runSteps"] == []  # no /run job was sent to a model that never became ready
+
+
+@pytest.mark.harness(runs.UNKNOWN_IMAGE)
+def test_json_of_an_image_not_evaluated(harness: HarnessRuns) -> None:
+    result = harness(runs.UNKNOWN_IMAGE)
+    assert result.returncode == 6
+    assert report.validate(result.json) == []
+    assert result.json["verdict"] == "error"
+    assert "not in the Docker engine" in result.json["containerImage"]["technicalInformation"]
+
+
+@pytest.mark.harness(runs.TWO_IMAGES, runs.MISSING_TAR_BESIDE_GOOD)
+def test_verdict_is_the_worst_over_images(harness: HarnessRuns) -> None:
+    for run, worst in ((runs.TWO_IMAGES, "nonconformant"), (runs.MISSING_TAR_BESIDE_GOOD, "error")):
+        document = harness(run).json
         assert report.validate(document) == []
-        assert document["verdict"] == "conformant"
-        image = document["containerImage"]
-        assert (image["loadStatus"], image["loadPercentage"], image["uploadPercentage"]) == (
-            "Ready",
-            100,
-            100,
-        )
-        assert "technicalInformation" not in image
-        assert [s["stepName"] for s in document["loadSteps"]] == [
-            "Uploading container image",
-            "Loading model 'langid'",
-            "Checking status endpoint",
-            "Ready",
-        ]
-        checking = document["loadSteps"][2]["details"]
-        assert checking["polls"] >= 1 and checking["readySeconds"] >= checking["firstAnswerSeconds"] > 0
-        assert_steps_in_order(document)
-        assert {c["outcome"] for c in document["checks"]} == {"passed"}
-        assert len(document["checks"]) == 19
-        english = next(job for job in document["runSteps"] if job["job"] == "english")
-        assert [s["stepName"] for s in english["steps"]] == list(
-            ("Loading model", "Fetching inputs", "Submitting inputs", "Recording outputs", "Completed")
-        )
-        assert document["image"]["modelYaml"].endswith(":/opt/app/model.yaml")
-        assert document["image"]["engineVersion"]
-        assert_no_secret(result, out)
+        assert "conformant" in {entry["verdict"] for entry in document["images"]}
+        assert document["verdict"] == worst
+        assert "checks" not in document  # several images: nothing is mirrored at the top level
 
-    def test_broken(self, pytester: pytest.Pytester) -> None:
-        result, document, out = run_harness(
-            pytester, "--model-image", "psc-samples/broken-status-no-statuscode:latest"
-        )
-        assert result.ret == 1
-        assert report.validate(document) == []
-        assert document["verdict"] == "nonconformant"
-        failed = {c["id"]: c for c in document["checks"] if c["outcome"] == "failed"}
-        assert set(failed) == {"status.schema"}
-        assert "'statusCode' is a required property" in failed["status.schema"]["message"]
-        assert document["containerImage"]["loadStatus"] == "Ready"
-        assert_steps_in_order(document)
-        assert_no_secret(result, out)
 
-    def test_never_ready(self, pytester: pytest.Pytester) -> None:
-        result, document, out = run_harness(
-            pytester, "--model-image", "psc-samples/broken-never-ready:latest", "--status-timeout=2s"
-        )
-        assert result.ret == 1
-        assert report.validate(document) == []
-        assert document["verdict"] == "nonconformant"
-        image = document["containerImage"]
-        assert image["loadStatus"] == "Failed" and image["loadPercentage"] < 100
-        assert "503" in image["technicalInformation"]
-        assert max(s["percentage"] for s in document["loadSteps"]) < 100
-        assert_steps_in_order(document)
-        failed = next(c for c in document["checks"] if c["id"] == "status.ready")
-        assert failed["outcome"] == "failed" and failed["specSection"] == "sections 1, 2"
-        assert_no_secret(result, out)
+@pytest.mark.harness(runs.NO_HTML)
+def test_without_pytest_html_the_json_is_still_written(harness: HarnessRuns) -> None:
+    result = harness(runs.NO_HTML)
+    assert result.json["verdict"] == "conformant"
+    assert result.report_dir is not None and not (result.report_dir / "conformance.html").exists()
+    assert "conformance report: HTML not written: pytest-html is not installed" in result.stdout
 
-    def test_not_evaluated(self, pytester: pytest.Pytester) -> None:
-        result, document, _ = run_harness(pytester, "--model-image", "psc-test/not-there:1")
-        assert result.ret == 6
-        assert report.validate(document) == []
-        assert document["verdict"] == "error"
-        assert "not in the Docker engine" in document["containerImage"]["technicalInformation"]
 
-    def test_without_pytest_html_the_json_is_still_written(self, pytester: pytest.Pytester) -> None:
-        result, document, out = run_harness(pytester, "-p", "no:html", "--model-image", build.CONFORMANT.tag)
-        assert document["verdict"] == "conformant"
-        assert not (out / "conformance.html").exists()
-        result.stdout.fnmatch_lines(["conformance report: HTML not written: pytest-html is not installed"])
+@pytest.mark.harness(runs.NO_TERMINAL)
+def test_without_the_terminal_plugin_the_json_is_still_written(harness: HarnessRuns) -> None:
+    result = harness(runs.NO_TERMINAL)
+    assert result.returncode == 0, result
+    assert result.json["verdict"] == "conformant"
+    assert {c["id"] for c in result.json["checks"]} == CHECKS_WITHOUT_DATA
 
-    def test_several_images_under_xdist_one_report(self, pytester: pytest.Pytester) -> None:
-        result, document, out = run_harness(
-            pytester,
-            "-n",
-            "2",
-            "--dist",
-            "loadgroup",
-            "--model-image",
-            build.CONFORMANT.tag,
-            "--model-image",
-            "psc-samples/broken-status-html:latest",
-        )
-        assert result.ret == 1
-        assert report.validate(document) == []
-        assert document["verdict"] == "nonconformant"
-        verdicts = {entry["image"]["label"]: entry["verdict"] for entry in document["images"]}
-        assert verdicts == {
-            build.CONFORMANT.tag: "conformant",
-            "psc-samples/broken-status-html:latest": "nonconformant",
-        }
-        for entry in document["images"]:
-            assert entry["containerImage"]["loadStatus"] == "Ready"
-        assert (out / "conformance.html").exists()
+
+XDIST = {"loadgroup": runs.XDIST_LOADGROUP, "plain": runs.XDIST_PLAIN}
+
+
+@pytest.mark.parametrize(
+    "dist", [pytest.param(d, marks=pytest.mark.harness(XDIST[d])) for d in sorted(XDIST)]
+)
+def test_several_images_under_xdist_one_container_and_one_report(harness: HarnessRuns, dist: str) -> None:
+    result = harness(XDIST[dist])
+    html_sample = runs.tag("broken-status-html")
+    assert result.returncode == 1, result
+    document = result.json
+    assert report.validate(document) == []
+    assert document["verdict"] == "nonconformant"
+    verdicts = {entry["image"]["label"]: entry["verdict"] for entry in document["images"]}
+    assert verdicts == {runs.LANGID: "conformant", html_sample: "nonconformant"}
+    for entry in document["images"]:
+        label = entry["image"]["label"]
+        # Each image on one worker: one container, one start, every job, /shutdown checked.
+        assert entry["containerImage"]["loadStatus"] == "Ready"
+        assert [s["stepName"] for s in entry["loadSteps"]].count("Loading model 'langid'") == 1
+        assert len(entry["runSteps"]) == RUN_JOBS_MINI, (label, entry["runSteps"])
+        assert {c["id"] for c in entry["checks"]} == CHECKS_MINI
+        assert all(c["outcome"] == "passed" for c in entry["checks"] if c["id"].startswith("shutdown."))
+        image_id = entry["image"]["id"]
+        assert len(result.created(image_id)) == 1, f"{label}: {len(result.created(image_id))} containers"
+    assert len(result.containers) == 2
+    # Node ids, as the terminal shows them, are "<label>::<check>" on every worker.
+    assert set(result.verbose) == {f"{label}::{check}" for label in verdicts for check in CHECKS_MINI}
+    assert result.report_dir is not None and (result.report_dir / "conformance.html").exists()
 
 
 def chromium() -> str:
@@ -166,77 +183,39 @@ def chromium() -> str:
     return found
 
 
-def browse(page: Path, screenshot: Path | None = None) -> str:
-    """The page's DOM after its scripts ran, from a real headless browser."""
-    base = [
+def browse(page: Path, screenshot: Path) -> str:
+    """The page's DOM after its scripts ran, from a real headless browser (and a screenshot)."""
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    screenshot.unlink(missing_ok=True)  # the one of an earlier session proves nothing
+    command = [
         chromium(),
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
         "--hide-scrollbars",
         "--window-size=1280,1600",
+        f"--screenshot={screenshot}",
+        "--dump-dom",
+        page.as_uri(),
     ]
-    dom = subprocess.run(
-        [*base, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120, check=True
-    )
-    if screenshot is not None:
-        screenshot.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [*base, f"--screenshot={screenshot}", page.as_uri()], capture_output=True, timeout=120, check=True
-        )
-    return dom.stdout
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
 
 
-@pytest.mark.docker
-@pytest.mark.usefixtures("sample_images", "no_harness_leftovers")
-def test_html_report_shows_verdict_and_timeline(pytester: pytest.Pytester) -> None:
-    result, document, out = run_harness(
-        pytester, "--model-image", "psc-samples/broken-status-html:latest", f"--model-data={DATA}"
-    )
-    assert result.ret == 1
-    page = out / "conformance.html"
-    dom = browse(page, ARTIFACTS / "conformance-report.png")
-    assert '<strong id="psc-verdict">NONCONFORMANT</strong>' in dom
-    assert dom.count('<g class="psc-step">') == len(document["loadSteps"]) == 4
+@pytest.mark.harness(runs.SAMPLE_RUNS["broken-status-html"])
+def test_html_report_shows_verdict_and_timeline(harness: HarnessRuns) -> None:
+    result = harness(runs.SAMPLE_RUNS["broken-status-html"])
+    assert result.returncode == 1
+    assert result.report_dir is not None
+    page = result.report_dir / "conformance.html"
+    screenshot = ARTIFACTS / "conformance-report.png"
+    dom = browse(page, screenshot)
+    assert re.search(r'<strong id="psc-verdict"[^>]*>NONCONFORMANT</strong>', dom)
+    assert dom.count('<g class="psc-step">') == len(result.json["loadSteps"]) == 4
     assert "status.content-type" in dom.split('class="psc-failed"', 1)[1].split("</ol>", 1)[0]
     # pytest-html fills its results table from script: the checks are there once it ran.
-    assert dom.count('class="col-testId"') >= 19
+    assert dom.count('class="col-testId"') >= len(CHECKS_WITHOUT_DATA)
     assert "Container log (tail)" in dom
-    assert (ARTIFACTS / "conformance-report.png").stat().st_size > 10_000
+    assert screenshot.stat().st_size > 10_000
     # Self-contained: no stylesheet or script is fetched from elsewhere.
     html = page.read_text()
     assert "<link " not in html and 'src="http' not in html
-    assert_no_secret(result, out)
-
-
-def test_verdict_is_the_worst_over_images() -> None:
-    snapshot = {"containerImage": {}, "loadSteps": [], "runSteps": [], "image": {}}
-    checks = [
-        {
-            "image": "a",
-            "id": "x",
-            "outcome": "passed",
-            "message": "",
-            "specSection": "2",
-            "durationSeconds": 0,
-        },
-        {
-            "image": "b",
-            "id": "x",
-            "outcome": "failed",
-            "message": "",
-            "specSection": "2",
-            "durationSeconds": 0,
-        },
-    ]
-    built = report.build({"a": dict(snapshot, image={}), "b": dict(snapshot, image={})}, checks)
-    assert [entry["verdict"] for entry in built["images"]] == ["conformant", "nonconformant"]
-    assert built["verdict"] == "nonconformant"
-    assert "checks" not in built  # several images: nothing is mirrored at the top level
-    checks.append(
-        {"image": "a", "id": "y", "outcome": "error", "message": "", "specSection": "2", "durationSeconds": 0}
-    )
-    assert (
-        report.build({"a": dict(snapshot, image={}), "b": dict(snapshot, image={})}, checks)["verdict"]
-        == "error"
-    )

@@ -1,218 +1,257 @@
-"""Hostile images, bad input and interruptions: bounded time, nothing left behind, one clear line."""
+"""Hostile images, interruptions, kills: bounded time and memory, nothing read through a
+link, nothing left behind, one clear line, and never a false pass."""
 
 from __future__ import annotations
 
-import fnmatch
-import json
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-from collections.abc import Iterator
+import re
 from pathlib import Path
 
-import docker
 import pytest
 
-from harness.container import LOG_TAIL_BYTES, Limits, ModelContainer
-from harness.plugin import EXIT_NOT_EVALUATED
-from harness.reaper import OWNER_LABEL, TEMP_PREFIX
-from harness.run import LABEL
-from sample_models import build
+from tests import runs
+from tests.expect import ALL_CHECKS, CHECKS_MINI, NOT_RUN, failure_block, no_traceback
+from tests.harness_api import BODY_CUT, EXIT_INTERRUPTED, EXIT_NOT_EVALUATED
+from tests.harness_runs import HarnessRuns, Result
 
-pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("sample_images")]
+pytestmark = pytest.mark.docker
 
-DATA = build.HERE / "langid" / "data"
-
-
-@pytest.fixture(scope="module")
-def sample_images(docker_client: docker.DockerClient) -> None:
-    build.build_all(docker_client)
+PEAK_RSS_LIMIT_KIB = 150 * 1024
+LOG_TAIL_BYTES = 16 * 1024  # README: the container's log is read as a 16 KiB tail
 
 
-def leftovers(client: docker.DockerClient) -> list[str]:
-    containers = [c.name for c in client.containers.list(all=True, filters={"label": LABEL})]
-    directories = [str(p) for p in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*")]
-    return containers + directories
+RUN_EXAMPLES = {c for c in CHECKS_MINI if c.startswith("run.example[")}  # these runs have one case
 
 
-@pytest.fixture
-def clean_engine(docker_client: docker.DockerClient) -> Iterator[None]:
-    assert leftovers(docker_client) == [], "a previous test left resources behind"
-    yield
-    left = leftovers(docker_client)
-    for container in docker_client.containers.list(all=True, filters={"label": LABEL}):
-        container.remove(force=True, v=True)
-    assert left == []
+def run_of(name: str) -> runs.Run:
+    return runs.SAMPLE_RUNS[name]
 
 
-def harness_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--conformance-report=out", *args]
+# -- bounded: time, memory, reads ------------------------------------------------------------------
 
 
-def run_harness(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(harness_command(*args), cwd=cwd, capture_output=True, text=True, timeout=timeout)
-
-
-def checks_by_outcome(cwd: Path) -> dict[str, set[str]]:
-    found: dict[str, set[str]] = {}
-    for check in json.loads((cwd / "out" / "conformance.json").read_text())["checks"]:
-        found.setdefault(check["outcome"], set()).add(check["id"])
-    return found
-
-
-# -- hostile images ----------------------------------------------------------------------------
-
-
-@pytest.mark.usefixtures("clean_engine")
-def test_huge_body_is_read_up_to_the_cap(tmp_path: Path) -> None:
-    result = run_harness(tmp_path, "--model-image", "psc-samples/hostile-huge-body:latest")
+@pytest.mark.harness(run_of("hostile-huge-body"))
+def test_huge_body_is_read_up_to_the_cap(harness: HarnessRuns) -> None:
+    result = harness(run_of("hostile-huge-body"))
     assert result.returncode == 1
-    assert checks_by_outcome(tmp_path)["failed"] == {"status.schema"}
-    assert "[body cut at 1024 KiB]" in result.stdout
+    assert result.with_outcome("failed") == {"status.schema"}
+    assert BODY_CUT in result.stdout
 
 
-@pytest.mark.usefixtures("clean_engine")
-def test_trickling_answer_meets_the_status_timeout(tmp_path: Path) -> None:
-    began = time.monotonic()
-    result = run_harness(
-        tmp_path, "--model-image", "psc-samples/hostile-trickle:latest", "--status-timeout=4s"
-    )
-    took = time.monotonic() - began
+@pytest.mark.harness(run_of("hostile-trickle"))
+def test_trickling_answer_meets_the_status_timeout(harness: HarnessRuns) -> None:
+    result = harness(run_of("hostile-trickle"))  # --status-timeout=8s, the body a byte a second
     assert result.returncode == 1
-    assert checks_by_outcome(tmp_path)["failed"] == {"status.ready"}
-    assert "the answer was still arriving" in result.stdout
-    assert took < 60, f"a 4 s status timeout kept the run going for {took:.0f} s"
+    assert result.with_outcome("failed") == {"status.ready"}
+    ready = result.checks()["status.ready"]
+    assert "still arriving" in ready["message"], ready
+    # The exchange ends at the deadline, not when the 65-byte body would have arrived.
+    assert ready["durationSeconds"] < 8 + 3, ready
+    assert result.seconds < 30, f"an 8 s status timeout kept the run going for {result.seconds:.0f} s"
 
 
-@pytest.mark.usefixtures("clean_engine")
-def test_crash_during_run_is_reported_once(tmp_path: Path) -> None:
-    result = run_harness(
-        tmp_path, "--model-image", "psc-samples/hostile-crash-during-run:latest", f"--model-data={DATA}"
-    )
+@pytest.mark.parametrize(
+    "run",
+    [
+        pytest.param(
+            run_of("hostile-slow-headers"),
+            marks=pytest.mark.harness(run_of("hostile-slow-headers")),
+            id="plain",
+        ),
+        pytest.param(
+            runs.SLOW_HEADERS_SIGINT_IGNORED,
+            marks=pytest.mark.harness(runs.SLOW_HEADERS_SIGINT_IGNORED),
+            id="sigint-ignored",
+        ),
+    ],
+)
+def test_headers_that_trickle_meet_the_status_timeout(harness: HarnessRuns, run: runs.Run) -> None:
+    result = harness(run)  # --status-timeout=4s; the headers come a byte every 0.5 s
+    assert not result.timed_out
+    assert result.seconds < 20, f"a 4 s status timeout kept the run going for {result.seconds:.0f} s"
+    assert result.returncode == 1, result
+    # Whether a server that never finishes its headers counts as listening is open.
+    failed = result.with_outcome("failed")
+    assert "status.ready" in failed and failed <= {"status.ready", "image.port-env"}, failed
+    assert result.with_outcome("error") == set()
+    no_traceback(result)
+
+
+@pytest.mark.harness(runs.LOG_FLOOD)
+def test_the_log_of_a_flooding_container_is_read_as_a_bounded_tail(harness: HarnessRuns) -> None:
+    result = harness(runs.LOG_FLOOD)
+    assert "pause_error" not in result.facts, result.facts
+    assert result.returncode == 1, result
+    assert result.with_outcome("failed") == {"run.example[english]"}
+    # The failure shows the log lines of its own time span, up to a 16 KiB tail, although the
+    # container's log holds 256 MiB ...
+    block = failure_block(result.stdout, "[run.example[english]]").split("container log (tail):\n", 1)[1]
+    text = "\n".join(line[2:] for line in block.splitlines())
+    assert 0 < len(text.encode()) <= LOG_TAIL_BYTES + 16
+    # ... and the harness read a bounded amount from the engine for all of its run.
+    assert result.facts["engine_bytes"] < 16 * 2**20, result.facts["engine_bytes"]
+
+
+@pytest.mark.harness(run_of("hostile-huge-output"))
+def test_a_huge_output_fails_in_bounded_memory(harness: HarnessRuns) -> None:
+    result = harness(run_of("hostile-huge-output"))  # a 3 GiB sparse results.json
+    assert result.returncode == 1, result
+    failed = result.with_outcome("failed")
+    assert RUN_EXAMPLES <= failed <= {*RUN_EXAMPLES, "run.output-written"}, failed
+    message = result.checks()["run.example[english]"]["message"]
+    assert re.search(r"maxSize|16 ?Ki?B?|16384", message), message
+    assert result.peak_rss_kib is not None and result.peak_rss_kib < PEAK_RSS_LIMIT_KIB, result.peak_rss_kib
+    no_traceback(result)
+
+
+@pytest.mark.harness(run_of("hostile-billion-laughs"))
+def test_a_billion_laughs_model_yaml_is_one_line_in_bounded_memory(harness: HarnessRuns) -> None:
+    result = harness(run_of("hostile-billion-laughs"))
+    assert result.returncode == EXIT_NOT_EVALUATED, result
+    assert len(result.harness_lines()) == 1, result
+    no_traceback(result)
+    assert "MemoryError" not in result.output
+    assert result.peak_rss_kib is not None and result.peak_rss_kib < PEAK_RSS_LIMIT_KIB, result.peak_rss_kib
+
+
+@pytest.mark.harness(run_of("hostile-deep-json"))
+def test_deeply_nested_json_fails_the_schema_check_without_a_traceback(harness: HarnessRuns) -> None:
+    result = harness(run_of("hostile-deep-json"))
+    assert result.returncode == 1, result
+    assert result.outcomes()["status.schema"] == "failed"
+    assert result.with_outcome("error") == set()
+    no_traceback(result)
+    assert "RecursionError" not in result.output
+
+
+# -- a candidate cannot read through the harness --------------------------------------------------
+
+
+def shadow_fragments() -> list[str]:
+    """Pieces of the host's /etc/shadow that must never appear in what the harness shows."""
+    try:
+        text = Path("/etc/shadow").read_text(errors="replace")
+    except OSError:
+        pytest.skip("cannot read /etc/shadow here: nothing to leak")
+    fragments = []
+    for line in text.splitlines():
+        user, _, rest = line.partition(":")
+        if user and rest:
+            fragments.append(f"{user}:{rest.split(':', 1)[0]}:")  # user:hash:
+    return fragments
+
+
+@pytest.mark.harness(run_of("hostile-output-symlink"))
+def test_an_output_that_is_a_link_fails_and_nothing_is_read_through_it(harness: HarnessRuns) -> None:
+    result = harness(run_of("hostile-output-symlink"))  # results.json -> /etc/shadow
+    assert result.returncode == 1, result
+    assert result.with_outcome("failed") == {*RUN_EXAMPLES, "run.output-written"}
+    for check_id in (*RUN_EXAMPLES, "run.output-written"):
+        assert "link" in result.checks()[check_id]["message"].lower(), result.checks()[check_id]
+    for fragment in shadow_fragments():
+        assert result.files_with(fragment) == [], f"{fragment!r} of /etc/shadow was published"
+
+
+@pytest.mark.harness(run_of("hostile-output-fifo"))
+def test_an_output_that_is_a_fifo_fails_without_a_hang(harness: HarnessRuns) -> None:
+    result = harness(run_of("hostile-output-fifo"))
+    assert result.returncode == 1, result
+    assert result.seconds < 60
+    assert result.with_outcome("failed") == {*RUN_EXAMPLES, "run.output-written"}
+    message = result.checks()["run.output-written"]["message"]
+    assert re.search(r"(?i)fifo|pipe|special|not a regular file", message), message
+
+
+# -- no false pass ----------------------------------------------------------------------------------
+
+
+@pytest.mark.harness(run_of("hostile-crash-during-run"))
+def test_crash_during_run_fails_the_check_it_happened_in(harness: HarnessRuns) -> None:
+    result = harness(run_of("hostile-crash-during-run"))
     assert result.returncode == 1
-    outcomes = checks_by_outcome(tmp_path)
-    assert outcomes["failed"] == {"run.example[english]"}
+    assert result.with_outcome("failed") == {"run.example[english]"}
     assert "the container exited with code 70" in result.stdout
-    assert {"shutdown.response", "shutdown.exit-code", "run.not-json-415"} <= outcomes["skipped"]
+    outcomes = result.outcomes()
+    for check_id in ("shutdown.response", "shutdown.exit-code", "run.not-json-415"):
+        assert outcomes[check_id] in NOT_RUN
 
 
-@pytest.mark.usefixtures("clean_engine")
-def test_log_tail_of_a_flooding_container_is_bounded(
-    docker_client: docker.DockerClient, tmp_path: Path
+def assert_death_is_a_failure(result: Result) -> None:
+    assert result.returncode == 1, result
+    assert result.json["verdict"] == "nonconformant"
+    order = [c["id"] for c in result.json["checks"]]
+    failed = [c for c in result.json["checks"] if c["outcome"] == "failed"]
+    assert len(failed) == 1, failed
+    assert "code 3" in failed[0]["message"], failed[0]
+    later = result.json["checks"][order.index(failed[0]["id"]) + 1 :]
+    assert all(c["outcome"] in NOT_RUN for c in later), later
+    assert result.with_outcome("error") == set()
+
+
+@pytest.mark.parametrize(
+    "run",
+    [pytest.param(run, marks=pytest.mark.harness(run), id=run.name) for run in runs.DIES_AFTER_FIRST_ANSWER],
+)
+def test_a_model_that_dies_after_its_first_answer_is_never_conformant(
+    harness: HarnessRuns, run: runs.Run
 ) -> None:
-    image = docker_client.images.get("psc-samples/hostile-log-flood:latest")
-    with ModelContainer(
-        docker_client, image.id, labels={LABEL: "1"}, limits=Limits(None, None), mounts={}
-    ) as model:
-        assert model.container is not None
-        deadline = time.monotonic() + 120
-        while b"wrote 256 MiB of log" not in model.container.logs(tail=3):
-            assert time.monotonic() < deadline, "the flood did not end within 120 s"
-            time.sleep(0.5)
-        tail = model.log_tail()
-    assert 0 < len(tail.encode()) <= LOG_TAIL_BYTES + 16
-    assert "log flood" in tail or "wrote 256 MiB" in tail
+    assert_death_is_a_failure(harness(run))
 
 
-# -- bad input ---------------------------------------------------------------------------------
-
-
-def test_archive_with_several_images_lists_them(docker_client: docker.DockerClient, tmp_path: Path) -> None:
-    archive = tmp_path / "two.tar"
-    names = [build.CONFORMANT.tag, "psc-samples/broken-status-html:latest"]
-    response = docker_client.api._get(
-        docker_client.api._url("/images/get"), params={"names": names}, stream=True
-    )
-    with response, archive.open("wb") as out:
-        for chunk in response.iter_content(1 << 20):
-            out.write(chunk)
-    result = run_harness(tmp_path, f"--model-tar={archive}")
-    assert result.returncode == EXIT_NOT_EVALUATED
-    assert f"harness: {archive} holds 2 images" in result.stdout
-    assert all(name in result.stdout for name in names)
+# -- interruptions ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("args", "line"),
+    ("signame", "moment"),
     [
-        (["--model-yaml=nowhere/model.yaml"], "harness: model.yaml */nowhere/model.yaml does not exist"),
-        (["--model-data=nowhere"], "harness: the test-case directory */nowhere does not exist"),
+        pytest.param(*key, marks=pytest.mark.harness(runs.INTERRUPTIONS[key]))
+        for key in sorted(runs.INTERRUPTIONS)
     ],
 )
-def test_missing_paths(tmp_path: Path, args: list[str], line: str) -> None:
-    result = run_harness(tmp_path, "--model-image", build.CONFORMANT.tag, *args)
-    assert result.returncode == EXIT_NOT_EVALUATED
-    assert any(fnmatch.fnmatch(out, line) for out in result.stdout.splitlines()), result.stdout
+def test_an_interrupted_run_is_incomplete_and_leaves_nothing(
+    harness: HarnessRuns, signame: str, moment: str
+) -> None:
+    result = harness(runs.INTERRUPTIONS[(signame, moment)])["run"]
+    assert result.returncode == EXIT_INTERRUPTED, result
+    assert "verdict: conformant" not in result.stdout
+    if moment == "waiting":
+        assert len(result.containers) == 1, "the signal came before any container: this proves nothing"
+    assert result.containers_left == [] and result.volumes_left == [] and result.tmp_left == []
+    if moment == "active" and not result.has_json:
+        return  # stopped before any check was collected: no report to write
+    document = result.json
+    assert document["verdict"] == "incomplete"
+    assert "incomplete" in result.stdout.lower()
+    outcomes = result.outcomes()
+    assert outcomes.get("status.ready") != "passed"
+    not_run = [c for c in document["checks"] if c["outcome"] == "not-run"]
+    assert not_run and all(c["message"] for c in not_run), document["checks"]
+    assert "shutdown.exit-code" in {c["id"] for c in not_run}
+    if moment == "waiting":
+        assert set(outcomes) == ALL_CHECKS
+    html = result.report_dir / "conformance.html" if result.report_dir else None
+    if html is not None and html.exists():
+        text = html.read_text()
+        assert "incomplete" in text.lower() and ">CONFORMANT<" not in text
 
 
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [
-        ("name: [unclosed\n", "is not valid YAML"),
-        ("- just\n- a list\n", "is not of type 'object'"),
-    ],
-)
-def test_model_yaml_that_cannot_be_used(tmp_path: Path, content: str, message: str) -> None:
-    (tmp_path / "model.yaml").write_text(content)
-    result = run_harness(tmp_path, "--model-image", build.CONFORMANT.tag, "--model-yaml=model.yaml")
-    assert result.returncode == EXIT_NOT_EVALUATED
-    assert message in result.stdout
+@pytest.mark.harness(runs.KILLED_THEN_REAPED)
+def test_a_killed_run_is_cleaned_up_by_the_next(harness: HarnessRuns) -> None:
+    found = harness(runs.KILLED_THEN_REAPED)
+    killed, following = found["killed"], found["next"]
+    assert killed.facts["orphans"], "SIGKILL left no container: this test would prove nothing"
+    assert following.returncode == 0, following
+    assert killed.facts["orphans_left"] == [], "a later run did not remove what the killed run left"
 
 
-def test_options_without_an_image(tmp_path: Path) -> None:
-    result = run_harness(tmp_path, f"--model-data={DATA}")
-    assert result.returncode == EXIT_NOT_EVALUATED
-    assert "harness: no image given" in result.stderr
-
-
-# -- interruptions -----------------------------------------------------------------------------
-
-
-def start(cwd: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        harness_command(*args), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-
-
-@pytest.mark.usefixtures("clean_engine")
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-@pytest.mark.parametrize("after", [0.8, 3.0], ids=["while-starting", "while-waiting-for-status"])
-def test_interrupted_run_leaves_nothing(tmp_path: Path, signum: int, after: float) -> None:
-    process = start(tmp_path, "--model-image", "psc-samples/langid-slow-start:latest")
-    time.sleep(after)
-    process.send_signal(signum)
-    output, _ = process.communicate(timeout=60)
-    assert process.returncode == pytest.ExitCode.INTERRUPTED, output
-
-
-@pytest.mark.usefixtures("clean_engine")
-def test_killed_run_is_reaped_by_the_next(tmp_path: Path, docker_client: docker.DockerClient) -> None:
-    process = start(tmp_path, "--model-image", "psc-samples/langid-slow-start:latest")
-    deadline = time.monotonic() + 30
-    while not docker_client.containers.list(filters={"label": OWNER_LABEL}):
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    process.kill()
-    process.communicate()
-    assert leftovers(docker_client), "SIGKILL left nothing: this test would prove nothing"
-    result = run_harness(tmp_path, "--model-image", build.CONFORMANT.tag)
-    assert result.returncode == 0
-    assert "harness: removed what killed runs left: container psc-model-" in result.stdout
-
-
-@pytest.mark.usefixtures("clean_engine")
-def test_a_live_run_is_never_reaped(tmp_path: Path, docker_client: docker.DockerClient) -> None:
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    slow = start(tmp_path / "a", "--model-image", "psc-samples/langid-slow-start:latest")
-    deadline = time.monotonic() + 30
-    while not docker_client.containers.list(filters={"label": OWNER_LABEL}):
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
-    quick = run_harness(tmp_path / "b", "--model-image", build.CONFORMANT.tag)
-    assert quick.returncode == 0
-    assert "removed what killed runs left" not in quick.stdout
-    output, _ = slow.communicate(timeout=120)
-    assert slow.returncode == 0, output
+@pytest.mark.harness(runs.BESIDE_A_LIVE_RUN)
+def test_a_live_run_is_never_reaped(harness: HarnessRuns) -> None:
+    found = harness(runs.BESIDE_A_LIVE_RUN)
+    slow, quick = found["slow"], found["quick"]
+    assert quick.returncode == 0, quick
+    (slow_container,) = slow.containers
+    (quick_container,) = quick.containers
+    # The quick run reaps before it creates its container: the slow one's lived past that.
+    assert slow_container.destroyed is not None and slow_container.destroyed > quick_container.created
+    assert slow_container.name not in quick.stdout
+    assert slow.returncode == 0, slow
+    assert {c["outcome"] for c in slow.json["checks"]} == {"passed"}

@@ -1,0 +1,62 @@
+"""What the harness's battery holds for the sample's test cases, and shared expectations."""
+
+from __future__ import annotations
+
+from tests.harness_runs import Result
+from tests.resources import DATA
+
+EXAMPLES = sorted(p.name for p in (DATA / "examples").iterdir())
+VALIDATION_ERRORS = sorted(p.name for p in (DATA / "validation-error").iterdir())
+RUN_EXAMPLES = {f"run.example[{case}]" for case in EXAMPLES}
+RUN_VALIDATION_ERRORS = {f"run.validation-error[{case}]" for case in VALIDATION_ERRORS}
+ALL_CHECKS = {
+    "image.model-yaml",
+    "image.default-command",
+    "image.port-env",
+    "status.ready",
+    "status.content-type",
+    "status.schema",
+    *RUN_EXAMPLES,
+    *RUN_VALIDATION_ERRORS,
+    "run.not-json-415",
+    "run.wrong-type-400",
+    "run.missing-input-400",
+    "run.output-written",
+    "shutdown.response",
+    "shutdown.exit-code",
+}
+# Without --model-data: one item each for the example and validation-error cases, skipped.
+CHECKS_WITHOUT_DATA = {
+    *(c for c in ALL_CHECKS if not c.startswith(("run.example[", "run.validation-error["))),
+    "run.example",
+    "run.validation-error",
+}
+NEEDS_THE_MODEL = ALL_CHECKS - {"image.model-yaml", "image.default-command"}
+# The one-case data set ({mini} in a run's arguments): a whole battery in fewer jobs.
+MINI_EXAMPLE, MINI_VALIDATION_ERROR = "english", "empty"
+CHECKS_MINI = {
+    *(c for c in ALL_CHECKS if not c.startswith(("run.example[", "run.validation-error["))),
+    f"run.example[{MINI_EXAMPLE}]",
+    f"run.validation-error[{MINI_VALIDATION_ERROR}]",
+}
+RUN_JOBS_MINI = 1 + 1 + 3
+RUN_JOBS = len(EXAMPLES) + len(VALIDATION_ERRORS) + 3  # the cases, wrong-type, missing-input, output-written
+NOT_RUN = ("skipped", "not-run")  # a check that could not run says why; it never passes
+
+
+def no_traceback(result: Result) -> None:
+    assert "Traceback (most recent call last)" not in result.output, result
+    assert "INTERNALERROR" not in result.output, result
+
+
+def failure_block(stdout: str, head: str) -> str:
+    """A failed check's message in the terminal: its first line up to the next unindented
+    line that is not part of it."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(head))
+    block = [lines[start]]
+    for line in lines[start + 1 :]:
+        if not line.startswith((" ", "rule: ", "container log (tail):")):
+            break
+        block.append(line)
+    return "\n".join(block)
