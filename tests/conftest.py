@@ -11,6 +11,7 @@ import docker.errors
 import pytest
 
 from sample_models import build
+from tests import engine
 from tests.engine import EngineWatch
 from tests.harness_api import owner_token
 from tests.harness_runs import Context, Entry, HarnessRuns
@@ -40,7 +41,7 @@ def session_token() -> str:
 
 @pytest.fixture(scope="session")
 def docker_client(session_token: str) -> Iterator[docker.DockerClient]:
-    client = docker.from_env(version="auto", timeout=120)
+    client = engine.client(timeout=120)
     yield client
     # Containers the tests started themselves (not through the harness): none may outlive
     # the suite. Only this session's, found by the value of its label.

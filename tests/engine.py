@@ -21,8 +21,24 @@ from typing import Any
 
 import docker
 import docker.errors
+import docker.utils
 
 from tests.harness_api import LABEL, OWNER_LABEL, owner_pid, owner_token
+
+# The environment as the session started (pytest changes PYTEST_CURRENT_TEST while tests
+# run: a thread that iterates os.environ meanwhile can fail).
+ENVIRONMENT = dict(os.environ)
+
+
+def client(timeout: int = 120) -> docker.DockerClient:
+    """A client of the engine of the environment that never reads the environment again:
+    requests looks proxies up by iterating os.environ on every call, which races with the
+    main thread when the harness runs are carried out in threads."""
+    made = docker.DockerClient(
+        **docker.utils.kwargs_from_env(environment=ENVIRONMENT), version="auto", timeout=timeout
+    )
+    made.api.trust_env = False
+    return made
 
 
 def parent_pid(pid: int) -> int | None:

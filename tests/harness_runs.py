@@ -32,7 +32,8 @@ import docker
 import docker.errors
 import pytest
 
-from tests.engine import ContainerRecord, EngineWatch, caught_signals
+from tests import engine
+from tests.engine import ENVIRONMENT, ContainerRecord, EngineWatch, caught_signals
 from tests.harness_api import PASSWORD_ENV
 
 # Every run has this registry password in its environment (unless it sets its own): it
@@ -319,7 +320,7 @@ class Context:
         self._lock = threading.Lock()
 
     def client(self) -> docker.DockerClient:
-        return docker.from_env(version="auto", timeout=120)
+        return engine.client(timeout=120)
 
     def _new_dir(self, name: str) -> Path:
         with self._lock:
@@ -354,7 +355,7 @@ class Context:
             command = [sys.executable, "-c", IGNORING_SIGINT, *defaults, *args]
         if run.measure_rss:
             command = [sys.executable, "-c", MEASURING_RSS, str(handle.dir / "rss.json"), *command]
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PSC_"))}
+        env = {k: v for k, v in ENVIRONMENT.items() if not k.startswith(("PYTEST_", "PSC_"))}
         env.update(TMPDIR=str(handle.dir / "tmp"), COLUMNS="160", PYTHONDONTWRITEBYTECODE="1")
         if run.password_env:
             env[PASSWORD_ENV] = run.secret

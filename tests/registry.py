@@ -51,11 +51,13 @@ def running_registry(workdir: Path, username: str, password: str) -> Iterator[Re
     process = subprocess.Popen(
         [binary, "serve", str(workdir / "config.yml")], stdout=log, stderr=subprocess.STDOUT
     )
+    session = requests.Session()
+    session.trust_env = False  # may run in a thread: never iterate os.environ for proxies
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=2).status_code == 401:
+                if session.get(f"http://127.0.0.1:{port}/v2/", timeout=2).status_code == 401:
                     break
             except requests.ConnectionError:
                 pass
@@ -64,6 +66,7 @@ def running_registry(workdir: Path, username: str, password: str) -> Iterator[Re
             time.sleep(0.1)
         yield Registry(f"127.0.0.1:{port}", username, password)
     finally:
+        session.close()
         process.terminate()
         try:
             process.wait(timeout=10)

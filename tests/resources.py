@@ -22,6 +22,7 @@ import docker.errors
 import pytest
 
 from sample_models import build
+from tests import engine
 from tests.registry import Registry, push, running_registry
 
 DATA = build.HERE / "langid" / "data"
@@ -89,7 +90,7 @@ class Resources:
         self.sample_ids: dict[str, str] = {}  # the samples built so far, by name
 
     def client(self) -> docker.DockerClient:
-        return docker.from_env(version="auto", timeout=300)
+        return engine.client(timeout=300)
 
     def _once(self, key: str, make: Callable[[], Any]) -> Any:
         with self._guard:

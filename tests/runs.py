@@ -20,6 +20,7 @@ import docker
 import docker.errors
 
 from sample_models import build
+from tests import engine
 from tests.engine import CountingProxy
 from tests.harness_api import USERNAME_ENV
 from tests.harness_runs import Context, Handle, Result, Run, Scenario
@@ -45,7 +46,7 @@ LANGID_ARG = image(build.CONFORMANT.name)
 
 
 def image_present(ref: str) -> bool:
-    client = docker.from_env(version="auto")
+    client = engine.client()
     with contextlib.closing(client):
         try:
             client.images.get(ref)
@@ -142,7 +143,7 @@ def _fresh_tar_after(name: str):  # type: ignore[no-untyped-def]
         image_id = handle.ctx.resources.image_ids[name]
         result.facts["present_after"] = image_present(image_id)
         if result.facts["present_after"]:
-            client = docker.from_env(version="auto")
+            client = engine.client()
             with contextlib.closing(client), contextlib.suppress(docker.errors.ImageNotFound):
                 client.images.remove(image_id, force=True)
 
@@ -272,7 +273,7 @@ def _flood_data(handle: Handle) -> dict[str, str]:
 
 def _flood_written(handle: Handle) -> None:
     """Hold the check until the container has written its whole flood."""
-    client = docker.from_env(version="auto")
+    client = engine.client()
     with contextlib.closing(client):
         (record,) = handle.containers()
         container = client.containers.get(record.id)
@@ -614,7 +615,7 @@ def _pull_policies(ctx: Context) -> dict[str, Result]:
     """A reference the engine already holds: ``missing`` uses it, ``always`` pulls it anyway."""
     ref = ctx.resources.pushed("present")
     ctx.resources.sample(build.CONFORMANT.name)
-    client = docker.from_env(version="auto")
+    client = engine.client()
     client.images.get(LANGID).tag(ref)
     try:
         found: dict[str, Result] = {}
@@ -643,7 +644,7 @@ def _ghcr(ctx: Context) -> dict[str, Result]:
     """README's example reference, as a local tag of the conformant sample (never pulled)."""
     ref = f"{GHCR_REF}:{ctx.resources.tag_suffix}"
     ctx.resources.sample(build.CONFORMANT.name)
-    client = docker.from_env(version="auto")
+    client = engine.client()
     client.images.get(LANGID).tag(ref)
     try:
         return {"run": ctx.execute(Run("ghcr-reference", ("--model-image", ref)))}
@@ -694,7 +695,7 @@ def _killed_then_reaped(ctx: Context) -> dict[str, Result]:
     killed.process.kill()
     # Until it is waited for, the killed process is a zombie: no reaper may take its
     # container yet, so this sees exactly what SIGKILL left.
-    client = docker.from_env(version="auto")
+    client = engine.client()
     try:
         orphans = [r for r in killed.containers() if _exists(client, r.id)]
         first = ctx.finish(killed, expect_leftovers=True)
