@@ -2,11 +2,12 @@
 subprocess, started once per session and read by every test that needs its outcome.
 
 A test names the runs it reads with ``@pytest.mark.harness(RUN, ...)`` and gets their
-outcome with the ``harness`` fixture: ``harness(RUN)``. The first time any run is asked for,
-every run that the selected tests named is started, longest first, a few at a time in a
-thread pool: a harness run mostly waits (for a model to start, for a timeout), so they
-overlap well. A run's outcome never depends on another run: each has its own directory,
-its own TMPDIR, and owns only the containers its own process tree created.
+outcome with the ``harness`` fixture: ``harness(RUN)``. When the session starts, every run
+that the selected tests named is started, longest first, a few at a time in a thread pool
+(the tests that read no run go first meanwhile): a harness run waits much of its time (for
+a model to start, for a timeout), so they overlap. A run's outcome never depends on another
+run: each has its own directory, its own TMPDIR, and owns only the containers its own
+process tree created.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from tests.harness_api import PASSWORD_ENV
 # must never appear in a terminal, a report or the JUnit XML.
 SECRET = "s3cret-Registry-Passw0rd"
 PARALLEL = int(os.environ.get("PSC_TEST_PARALLEL", "4"))  # runs at once, besides those that wait
-WAITING = 4  # runs at once that mostly wait on a timeout: they cost no CPU meanwhile
+WAITING = 4  # runs at once that wait on a long timeout: they would hold the others' slots
 
 # A conftest.py that holds the run at one check until the test says go.
 PAUSE_CONFTEST = """
@@ -79,9 +80,10 @@ def _default_sigint() -> None:
 
 @dataclass(frozen=True)
 class Run:
-    """One harness invocation. ``args`` and ``env`` may name resources: ``{data}``,
-    ``{registry}``, ``{pushed[name]}``, ``{fresh[name]}``, ``{image[name]}``, ``{tar[name]}``,
-    ``{dir}`` (the run's directory), and whatever ``prepare`` returns."""
+    """One harness invocation. ``args`` and ``env`` may name resources (tests/resources.py),
+    made when the run starts: ``{sample[name]}``, ``{data}``, ``{mini}``, ``{registry}``,
+    ``{pushed[name]}``, ``{fresh[name]}``, ``{digest[name]}``, ``{image[name]}``,
+    ``{tar[name]}``; ``{dir}`` (the run's directory); and whatever ``prepare`` returns."""
 
     name: str
     args: tuple[str, ...]
@@ -219,11 +221,6 @@ class Result:
     @property
     def has_json(self) -> bool:
         return self.report_dir is not None and (self.report_dir / "conformance.json").is_file()
-
-    @property
-    def html(self) -> str:
-        assert self.report_dir is not None
-        return (self.report_dir / "conformance.html").read_text()
 
     def image_entry(self, label: str | None = None) -> dict[str, Any]:
         entries = self.json["images"]
@@ -403,7 +400,10 @@ class Context:
                 timed_out = True
                 process.kill()
             # wait4: its own CPU time (and that of its waited-for children, xdist workers).
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            try:
+                pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            except ChildProcessError:  # already waited for (Popen.poll in a condition)
+                break
             if pid:
                 process.returncode = os.waitstatus_to_exitcode(status)
                 cpu_seconds = usage.ru_utime + usage.ru_stime

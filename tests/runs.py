@@ -70,7 +70,7 @@ def copy_data(
         (target / "validation-error" / "empty" / "message.txt").write_text(empty_message + "\n")
 
 
-# One byte differs from what the model writes for the english example.
+# One value differs from what the model writes for the english example.
 WRONG_ENGLISH = (DATA / "examples" / "english" / "results.json").read_bytes().replace(b'"en"', b'"xx"', 1)
 WRONG_MESSAGE = "a message the model never gives"
 
@@ -674,7 +674,6 @@ def interrupted(signum: signal.Signals, moment: str) -> Scenario:
             handle.wait_until(handle.handler_installed, "active")
         else:
             handle.wait_until(handle.container_running, "running its container")
-        handle.facts["signalled_after"] = time.monotonic() - handle.began
         handle.signal(signum)
         return {"run": ctx.finish(handle)}
 
