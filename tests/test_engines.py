@@ -40,8 +40,8 @@ from tests import second_engine
 
 DATA = build.HERE / "langid" / "data"
 SAMPLES = [s for s in build.SAMPLES if not s.on_demand]
-# The same bounds on both engines; short enough for the samples that never become ready.
-# Room for a slow start on a loaded machine: only the never-ready samples wait it whole.
+# The same bounds on both engines, with room for a slow start on a loaded machine: only
+# the samples that never become ready wait the status timeout whole.
 BOUNDS = ("--status-timeout=30s", "--run-timeout=20s", "--shutdown-timeout=5s")
 TEST_LABEL = "org.psc-harness.test"
 # Samples whose failing check depends on timing, not on the engine: compared by verdict.
