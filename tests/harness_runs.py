@@ -74,6 +74,10 @@ SIGTERM_BIT = 1 << (signal.SIGTERM - 1)
 REAPED_NOTE = "harness: removed what killed runs left"
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @dataclass(frozen=True)
 class Run:
     """One harness invocation. ``args`` and ``env`` may name resources (tests/resources.py),
@@ -364,6 +368,10 @@ class Context:
                 stdin=subprocess.PIPE if run.stdin is not None else subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
+                # Each run starts with the default SIGINT disposition, as from a terminal: the
+                # suite itself may run as a background job, whose shell ignores SIGINT (the
+                # runs that test that case ignore it themselves).
+                preexec_fn=_default_sigint,
             )
         if run.stdin is not None:
             assert handle.process.stdin is not None
