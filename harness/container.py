@@ -25,8 +25,7 @@ from docker.models.containers import Container
 
 from .engine import Engine, resolve
 from .errors import SetupError
-from .http import Exchange as Exchange
-from .http import ModelClient, Outcome
+from .http import Exchange, ModelClient, Outcome
 
 LOG_TAIL_LINES = 40
 LOG_TAIL_BYTES = 16 * 1024

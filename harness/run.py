@@ -19,7 +19,7 @@ from . import cases as casedata
 from . import engine, images, jobs, reaper
 from .container import Limits, ModelContainer, Readiness
 from .declared import Declared
-from .errors import CheckSkipped, Nonconformance, NotRun, SetupError
+from .errors import Nonconformance, NotRun, SetupError
 from .http import Exchange
 from .labels import labels
 from .metadata import ModelMetadata
@@ -520,6 +520,3 @@ def read_metadata_text(path: Path) -> str:
         raise SetupError(f"model.yaml {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SetupError(f"cannot read model.yaml {path}: {exc}") from None
-
-
-__all__ = ["CheckSkipped", "ImageRun", "ShutdownResult"]
