@@ -110,6 +110,10 @@ OPTIONS: tuple[Option, ...] = (
 
 
 def addoption(parser: pytest.Parser) -> None:
+    # argparse expands %-formats in a help text: a bare "50%" would break `pytest --help`.
+    def cli_help(option: Option) -> str:
+        return option.help.replace("%", "%%")
+
     group = parser.getgroup(
         "model-conformance",
         "model container conformance (exit codes: 0 conformant, 1 nonconformant, 2 incomplete, "
@@ -119,15 +123,24 @@ def addoption(parser: pytest.Parser) -> None:
         dest = option.ini or option.flag.lstrip("-").replace("-", "_")
         if option.kind == "list":
             group.addoption(
-                option.flag, action="append", dest=dest, default=[], metavar=option.metavar, help=option.help
+                option.flag,
+                action="append",
+                dest=dest,
+                default=[],
+                metavar=option.metavar,
+                help=cli_help(option),
             )
             parser.addini(dest, option.help, type="linelist", default=[])
         elif option.kind == "flag":
-            group.addoption(option.flag, action="store_true", dest=dest, default=False, help=option.help)
+            group.addoption(
+                option.flag, action="store_true", dest=dest, default=False, help=cli_help(option)
+            )
             if option.ini:
                 parser.addini(dest, option.help, type="bool", default=False)
         else:
-            group.addoption(option.flag, dest=dest, default=None, metavar=option.metavar, help=option.help)
+            group.addoption(
+                option.flag, dest=dest, default=None, metavar=option.metavar, help=cli_help(option)
+            )
             parser.addini(dest, option.help, default="")
 
 
