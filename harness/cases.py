@@ -9,6 +9,8 @@ directory of that name holding exactly one file; two candidates are an error, ne
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from .errors import SetupError
 EXAMPLES = "examples"
 VALIDATION_ERRORS = "validation-error"
 MESSAGE_FILE = "message.txt"
+ENTRIES_MAX = 10_000  # entries of one case directory looked at: test data is small
 # The directory names of each kind, as the vendor's template and its models use them.
 LAYOUTS = {EXAMPLES: ("examples", "example"), VALIDATION_ERRORS: ("validation-error",)}
 
@@ -35,20 +38,34 @@ class Found:
 
 
 def discover(data_dir: Path) -> Found:
-    """List the cases by directory name; their files are resolved once model.yaml is known."""
+    """List the cases by directory name; their files are resolved once model.yaml is known.
+
+    Refused here, before anything is read: the same case name under two layouts of a kind
+    (their checks would share one id), and anything that is not a regular file or a
+    directory (a FIFO would block its reader, a device never end).
+    """
     if not data_dir.is_dir():
         raise SetupError(f"the test-case directory {data_dir} does not exist")
     cases: list[Case] = []
     missing: list[str] = []
     for kind, names in LAYOUTS.items():
-        of_kind = [
-            Case(kind, entry.name, entry)
-            for name in names
-            if (data_dir / name).is_dir()
-            for entry in sorted((data_dir / name).iterdir())
-            if entry.is_dir()
-        ]
-        cases += of_kind
+        of_kind: dict[str, Case] = {}
+        for layout in names:
+            if not (data_dir / layout).is_dir():
+                continue
+            for entry in sorted((data_dir / layout).iterdir()):
+                if not entry.is_dir():
+                    continue
+                earlier = of_kind.get(entry.name)
+                if earlier is not None:
+                    raise SetupError(
+                        f"{data_dir}: {earlier.path.parent.name}/{entry.name}/ and {layout}/{entry.name}/ "
+                        f"are both the case {entry.name!r}, whose checks would share one id: keep one"
+                    )
+                case = Case(kind, entry.name, entry)
+                _only_files_and_directories(case)
+                of_kind[entry.name] = case
+        cases += of_kind.values()
         if not of_kind:
             missing.append(kind)
     if not cases:
@@ -57,6 +74,39 @@ def discover(data_dir: Path) -> Found:
             "and validation-error/<case>/ directories"
         )
     return Found(cases, missing)
+
+
+def _only_files_and_directories(case: Case) -> None:
+    """Every entry of the case (and of its one-file directories) a regular file or a directory."""
+    pending = [case.path]
+    seen = 0
+    while pending:
+        directory = pending.pop()
+        for entry in directory.iterdir():
+            seen += 1
+            if seen > ENTRIES_MAX:
+                raise SetupError(f"case {case.kind}/{case.name} holds more than {ENTRIES_MAX} entries")
+            try:
+                mode = os.stat(entry).st_mode  # a link is judged by what it points at
+            except OSError as exc:
+                raise SetupError(f"case {case.kind}/{case.name}: cannot read {entry.name}: {exc}") from None
+            if stat.S_ISDIR(mode) and directory == case.path:
+                pending.append(entry)
+            elif not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                where = entry.relative_to(case.path)
+                raise SetupError(
+                    f"case {case.kind}/{case.name}: {where} is {_kind_of(mode)}, not a regular file"
+                )
+
+
+def _kind_of(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
 
 
 def stem(name: str) -> str:
@@ -112,6 +162,12 @@ def expected_message(case: Case, inputs: tuple[str, ...] = ()) -> str:
     if path is None:
         raise SetupError(f"case {case.kind}/{case.name} has no {MESSAGE_FILE} (or message)")
     try:
-        return path.read_text(encoding="utf-8").strip()
+        message = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise SetupError(f"case {case.kind}/{case.name}: cannot read {path.name} as UTF-8 ({exc})") from None
+    if not message:
+        # An empty text is in every message: the case would pass whatever the model said.
+        raise SetupError(
+            f"case {case.kind}/{case.name}: {path.name} is empty; write the text the 422 message must contain"
+        )
+    return message

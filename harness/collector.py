@@ -21,6 +21,8 @@ from .outcomes import KIND, NOT_EVALUATED, NOT_RUN
 from .run import ImageRun
 
 JSON_NAME = "conformance.json"
+# A check's outcomes from better to worse: a record never gives way to a better one.
+SEVERITY = ("passed", "skipped", "not-run", "failed", "error")
 
 
 class ReportCollector:
@@ -91,7 +93,11 @@ class ReportCollector:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         record = getattr(report, "psc_check", None)
         if record is not None:
-            self.records[(record["image"], record["id"])] = record
+            key = (record["image"], record["id"])
+            earlier = self.records.get(key)
+            # One id, two items (never by the harness's own ids): the worse outcome stands.
+            if earlier is None or SEVERITY.index(record["outcome"]) >= SEVERITY.index(earlier["outcome"]):
+                self.records[key] = record
             self.snapshots[record["image"]] = report.psc_run
 
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:

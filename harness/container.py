@@ -184,7 +184,7 @@ class ModelContainer:
 
     @property
     def reached_at(self) -> str | None:
-        return f"{self.http.host}:{self.http.port}" if self.http is not None else None
+        return self.http.address if self.http is not None else None
 
     def state(self) -> dict[str, Any]:
         assert self.container is not None
@@ -248,7 +248,7 @@ class ModelContainer:
             if unreachable_since is not None and time.monotonic() - unreachable_since >= PORT_SURE_AFTER:
                 assert seen.last is not None and self.http is not None
                 raise self.engine.unreachable_port(
-                    f"{self.http.host}:{self.http.port}", seen.last.detail, self.published_at or "?"
+                    self.http.address, seen.last.detail, self.published_at or "?"
                 )
             time.sleep(min(interval, max(deadline - time.monotonic(), 0)))
             interval = min(interval * 2, POLL_CAP)

@@ -34,6 +34,7 @@ import docker.tls
 import docker.utils
 
 from .errors import SetupError
+from .http import host_port as _hostport
 from .images import reason
 
 LOOPBACK = "127.0.0.1"
@@ -230,5 +231,3 @@ def connect_failure(exc: OSError, timeout: float) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 
 
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

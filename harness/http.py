@@ -81,6 +81,11 @@ class Exchange:
         return f"{self.status} {self.header('Content-Type') or '(no Content-Type)'} {excerpt!r}{cut}"
 
 
+def host_port(host: str, port: int) -> str:
+    """``host:port``, an IPv6 address in brackets (``[::1]:8080``), as a Host header and a URL write it."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class _DeadlinePassed(Exception):
     pass
 
@@ -124,6 +129,10 @@ class ModelClient:
         self.port = port
         self.body_cap = body_cap
 
+    @property
+    def address(self) -> str:
+        return host_port(self.host, self.port)
+
     def request(
         self,
         method: str,
@@ -135,7 +144,7 @@ class ModelClient:
         connect_timeout: float = 2.0,
     ) -> Exchange:
         sent = {
-            "Host": f"{self.host}:{self.port}",
+            "Host": self.address,
             "User-Agent": f"psc-model-harness/{__version__}",
             "Accept-Encoding": "identity",
             "Connection": "close",

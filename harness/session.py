@@ -67,6 +67,17 @@ def activate(config: pytest.Config, resolved: settings.Settings) -> None:
         pm.register(HtmlHooks(collector), "model-conformance-html")
 
 
+def exit_code(verdict: str, pytest_code: int) -> int:
+    """The run's exit code from the report's verdict; an author's own failed test still fails it."""
+    if verdict == "error":
+        return EXIT_NOT_EVALUATED
+    if verdict == "nonconformant" or pytest_code == pytest.ExitCode.TESTS_FAILED:
+        return int(pytest.ExitCode.TESTS_FAILED)
+    if verdict == "incomplete":
+        return int(pytest.ExitCode.INTERRUPTED)  # some check never ran: never a pass
+    return int(pytest_code)
+
+
 def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(f"stopped by signal {signum}")
 
@@ -141,8 +152,12 @@ class HarnessSession:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         self.close()
         collector = self.collector
-        not_evaluated = collector is not None and collector.not_evaluated
-        if not_evaluated and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        if session.exitstatus not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+            return  # interrupted, a usage error, pytest's own failure: its code stands
+        if collector is not None and collector.report is not None:
+            # The exit code says what the report says: one source for both.
+            session.exitstatus = exit_code(collector.report["verdict"], session.exitstatus)
+        elif collector is not None and collector.not_evaluated:  # an xdist worker writes no report
             session.exitstatus = EXIT_NOT_EVALUATED
 
     def pytest_unconfigure(self) -> None:

@@ -82,6 +82,8 @@ TWO_IMAGES = Run(
     "two-images", ("--model-image", LANGID_ARG, "--model-image", image("broken-status-html")), cost=6
 )
 NO_HTML = Run("no-html", ("-p", "no:html", "--model-image", LANGID_ARG))
+# Only the /status checks selected: the others never run, so the image cannot be conformant.
+DESELECTED = Run("deselected", ("--model-image", LANGID_ARG, "-k", "status"))
 NO_TERMINAL = Run("no-terminal", ("-p", "no:terminal", "--model-image", LANGID_ARG), verbose=False)
 
 AUTHOR_TESTS = """
@@ -428,6 +430,19 @@ def _bad_data(problem: str):  # type: ignore[no-untyped-def]
         elif problem == "case-without-input":
             (data / "examples" / "lost").mkdir(parents=True)
             (data / "examples" / "lost" / "results.json").write_text("{}")
+        elif problem == "same-case-twice":
+            # One right, one wrong: under one id, the later result would hide the other.
+            shutil.copytree(DATA / "examples" / "english", data / "examples" / "english")
+            shutil.copytree(DATA / "examples" / "english", data / "example" / "english")
+            (data / "example" / "english" / "results.json").write_bytes(WRONG_ENGLISH)
+        elif problem == "empty-message":
+            (data / "validation-error" / "empty").mkdir(parents=True)
+            (data / "validation-error" / "empty" / "input.txt").write_text("")
+            (data / "validation-error" / "empty" / "message.txt").write_text(" \n")
+        elif problem == "fifo-input":
+            shutil.copytree(DATA / "examples" / "english", data / "examples" / "english")
+            (data / "examples" / "english" / "input.txt").unlink()
+            os.mkfifo(data / "examples" / "english" / "input.txt")
         return {}
 
     return prepare
@@ -437,7 +452,14 @@ BAD_DATA = {
     problem: Run(
         f"bad-data-{problem}", ("--model-image", LANGID_ARG, "--model-data=data"), prepare=_bad_data(problem)
     )
-    for problem in ("empty-data-dir", "no-message-file", "case-without-input")
+    for problem in (
+        "empty-data-dir",
+        "no-message-file",
+        "case-without-input",
+        "same-case-twice",
+        "empty-message",
+        "fifo-input",
+    )
 }
 LONG_CASE_NAME = "c" * 253
 

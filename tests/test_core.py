@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -121,6 +122,32 @@ def test_refused_dropped_and_not_http(server) -> None:  # type: ignore[no-untype
     assert dropped.outcome is Outcome.DROPPED
 
 
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6 on this machine")
+def test_an_ipv6_host_is_bracketed_in_the_host_header() -> None:
+    listener = socket.socket(socket.AF_INET6)
+    try:
+        listener.bind(("::1", 0))
+    except OSError:
+        pytest.skip("::1 cannot be bound here")
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    received: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            received.append(conn.recv(65536))
+            conn.sendall(ANSWER)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    exchange = ModelClient("::1", port).request("GET", "/status", timeout=5)
+    thread.join(timeout=5)
+    listener.close()
+    assert exchange.status == 200
+    assert f"Host: [::1]:{port}\r\n".encode() in received[0]
+
+
 def test_not_http(server) -> None:  # type: ignore[no-untyped-def]
     exchange = server(lambda conn: conn.sendall(b"SSH-2.0-OpenSSH\r\n\r\n")).request("GET", "/", timeout=1)
     assert exchange.outcome is Outcome.NOT_HTTP
@@ -182,6 +209,30 @@ def test_ambiguous_files_are_an_error(tmp_path: Path) -> None:
     (case,) = cases.discover(data).cases
     with pytest.raises(SetupError, match=r"image\.jpg, image\.png could each be image"):
         cases.resolve_inputs(case, ("image",))
+
+
+def test_one_case_name_under_two_layouts_is_refused(tmp_path: Path) -> None:
+    data = make(tmp_path, {"examples/a/input.txt": "x", "example/a/input.txt": "y"})
+    with pytest.raises(SetupError, match=r"examples/a/ and example/a/ are both the case 'a'"):
+        cases.discover(data)
+
+
+def test_a_fifo_in_the_test_data_is_refused_unopened(tmp_path: Path) -> None:
+    data = make(tmp_path, {"examples/a/results.json": "{}", "examples/b/input/keep": "x"})
+    os.mkfifo(data / "examples" / "a" / "input.txt")
+    with pytest.raises(SetupError, match=r"case examples/a: input.txt is a FIFO, not a regular file"):
+        cases.discover(data)  # returns at once: nothing opened the FIFO
+    (data / "examples" / "a" / "input.txt").unlink()
+    os.mkfifo(data / "examples" / "b" / "input" / "pipe")
+    with pytest.raises(SetupError, match=r"case examples/b: input/pipe is a FIFO"):
+        cases.discover(data)
+
+
+def test_an_empty_expected_message_is_refused(tmp_path: Path) -> None:
+    data = make(tmp_path, {"validation-error/bad/input.txt": "", "validation-error/bad/message.txt": " \n\t"})
+    (case,) = cases.discover(data).cases
+    with pytest.raises(SetupError, match="message.txt is empty"):
+        cases.expected_message(case, ("input.txt",))
 
 
 def test_data_without_any_case_and_with_one_kind_only(tmp_path: Path) -> None:
@@ -293,3 +344,15 @@ def test_the_bound_stops_a_check_even_with_sigint_ignored() -> None:
     assert "slow:1 ran past its bound of 0 s and was stopped" in result.stdout
     seconds = float(result.stdout.split("after ")[1].split(" s")[0])
     assert seconds < 10, result.stdout
+
+
+def test_the_exit_code_follows_the_verdict() -> None:
+    from harness.session import exit_code
+
+    ok, failed = pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED
+    assert exit_code("conformant", ok) == 0
+    assert exit_code("conformant", failed) == 1  # an author's own test failed
+    assert exit_code("nonconformant", ok) == 1  # a finding pytest did not count is still one
+    assert exit_code("incomplete", ok) == 2
+    assert exit_code("incomplete", failed) == 1
+    assert exit_code("error", failed) == 6

@@ -45,6 +45,15 @@ def test_conformant_image_passes_every_check_by_tag(harness: HarnessRuns) -> Non
     assert [c["id"] for c in result.json["checks"]][-2:] == ["shutdown.response", "shutdown.exit-code"]
 
 
+@pytest.mark.harness(runs.DESELECTED)
+def test_a_run_with_checks_deselected_is_incomplete_by_its_exit_code_too(harness: HarnessRuns) -> None:
+    result = harness(runs.DESELECTED)
+    assert result.json["verdict"] == "incomplete"
+    assert result.returncode == EXIT_INTERRUPTED, result
+    assert result.with_outcome("passed") == {"status.ready", "status.content-type", "status.schema"}
+    assert "image.model-yaml" in result.with_outcome("not-run")
+
+
 @pytest.mark.harness(runs.TAR_SPACED)
 def test_conformant_image_passes_every_check_from_a_tar(harness: HarnessRuns) -> None:
     result = harness(runs.TAR_SPACED)
@@ -395,6 +404,9 @@ BAD_DATA_LINES = {
     "empty-data-dir": "harness: *data holds no test case*",
     "no-message-file": "harness: *validation-error/empty*message*",
     "case-without-input": "harness: *case examples/lost has no input file input.txt*",
+    "same-case-twice": "harness: *examples/english/ and example/english/ are both the case 'english'*",
+    "empty-message": "harness: *case validation-error/empty: message.txt is empty*",
+    "fifo-input": "harness: *case examples/english: input.txt is a FIFO, not a regular file*",
 }
 
 
