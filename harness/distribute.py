@@ -12,6 +12,22 @@ from typing import Any
 import pytest
 
 
+def image_of(nodeid: str, labels: list[str]) -> str | None:
+    """The image a test belongs to: its battery's, or the one it is parametrized by.
+
+    A parameter id is matched whole (pytest joins several with "-"), the longest label
+    first: ``m:10`` is never taken for ``m:1``, nor ``model.tar'`` for ``model.tar``.
+    """
+    base = nodeid.split("::", 1)[0]
+    if base in labels:
+        return base
+    params = nodeid.rpartition("[")[2].removesuffix("]") if nodeid.endswith("]") else ""
+    for label in sorted(labels, key=len, reverse=True):
+        if f"-{params}-".find(f"-{label}-") >= 0:
+            return label
+    return labels[0] if len(labels) == 1 else None
+
+
 class XdistHooks:
     """Registered only when pytest-xdist is present."""
 
@@ -26,16 +42,7 @@ class XdistHooks:
 
         class ImageScheduling(LoadScopeScheduling):  # type: ignore[misc]
             def _split_scope(self, nodeid: str) -> str:
-                base = nodeid.split("::", 1)[0]
-                if base in labels:
-                    return base
-                # The author's tests that use the model: parametrized by label, or the only image.
-                params = nodeid.rpartition("[")[2]
-                for label in labels:
-                    if params.startswith(label):
-                        return label
-                if len(labels) == 1:
-                    return labels[0]
-                return str(super()._split_scope(nodeid))
+                # The author's tests that use the model go with its image; others by module.
+                return image_of(nodeid, labels) or str(super()._split_scope(nodeid))
 
         return ImageScheduling(config, log)

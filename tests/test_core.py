@@ -356,3 +356,18 @@ def test_the_exit_code_follows_the_verdict() -> None:
     assert exit_code("incomplete", ok) == 2
     assert exit_code("incomplete", failed) == 1
     assert exit_code("error", failed) == 6
+
+
+def test_xdist_scopes_match_an_image_label_whole() -> None:
+    from harness.distribute import image_of
+
+    labels = ["m:1", "m:10", "model.tar", "model.tar'"]
+    assert image_of("m:10::status.ready", labels) == "m:10"
+    assert image_of("test_mine.py::test_x[m:10]", labels) == "m:10"
+    assert image_of("test_mine.py::test_x[m:1]", labels) == "m:1"
+    assert image_of("test_mine.py::test_x[model.tar']", labels) == "model.tar'"
+    assert image_of("test_mine.py::test_x[model.tar-fr]", labels) == "model.tar"
+    assert image_of("test_mine.py::test_x[fr-m:10]", labels) == "m:10"
+    assert image_of("test_mine.py::test_x[m:100]", labels) is None
+    assert image_of("test_mine.py::test_plain", labels) is None
+    assert image_of("test_mine.py::test_plain", ["only"]) == "only"
