@@ -75,7 +75,7 @@ SAMPLES: tuple[Sample, ...] = (
     Sample("broken-no-command", "the image has no CMD or ENTRYPOINT", target="no-command"),
     Sample("broken-memory-hog", "/run uses 512 MiB, twice the memory model.yaml declares"),
     Sample("broken-output-media-type", "/run writes results.json, declared application/json, as plain text"),
-    Sample("langid-close-to-timeout", "", ready_after=11),  # 11 s of its 20 s: room for a slow start
+    Sample("langid-close-to-timeout", "", ready_after=11),  # by the clock, from its process's start
     Sample("hostile-log-flood", "", hostile="writes 256 MiB of log at start", log_flood_mib=256),
     Sample(
         "hostile-log-flood-1g", "", hostile="writes 1 GiB of log at start", log_flood_mib=1024, on_demand=True

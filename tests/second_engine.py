@@ -4,7 +4,9 @@ It runs in its own mount namespace (with a private, empty ``/tmp``), keeps its d
 ``DIRECTORY`` (outside ``/tmp``), serves its API on 127.0.0.2 and, as an alias, on 127.0.0.3,
 and publishes containers' ports on 127.0.0.2 (its daemon's ``ip`` setting). Its containers
 sit on a bridge of their own; nothing here ever connects to their addresses: only the
-engine's port proxy does.
+engine's port proxy does. Its API port and its bridge's subnet are chosen free when it
+starts (another engine or bridge on the machine may hold any fixed one), and recorded in
+its directory for the sessions that share it.
 
 Starting is idempotent and shared: a session that finds it running (another session, an
 xdist worker) uses it and registers as a user; the last user to leave stops it, removes
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
 import json
 import os
 import shutil
@@ -33,13 +36,11 @@ import requests
 
 from harness.labels import owner_gone, owner_token
 
-API_HOST, API_PORT = "127.0.0.2", 23751
+API_HOST = "127.0.0.2"
 ALIAS_HOST = "127.0.0.3"  # the same engine's API, at an address where it publishes nothing
 PUBLISH_IP = "127.0.0.2"
-URL = f"tcp://{API_HOST}:{API_PORT}"
-ALIAS_URL = f"tcp://{ALIAS_HOST}:{API_PORT}"
 BRIDGE = "psctbr0"
-BRIDGE_ADDRESS = "172.29.9.1/24"
+BRIDGE_SUBNETS = [ipaddress.ip_network(f"172.29.{n}.0/24") for n in range(9, 255)]  # the first free one
 DIRECTORY = Path(os.environ.get("PSC_ENGINE2_DIR", "/var/tmp/psc-harness-engine2"))
 START_DEADLINE = 90.0
 STOP_DEADLINE = 30.0
@@ -59,7 +60,70 @@ def unavailable() -> str | None:
     return None
 
 
-def answers(host: str = API_HOST, port: int = API_PORT) -> bool:
+@dataclass(frozen=True)
+class Addresses:
+    """Where this engine serves its API and which subnet its bridge holds."""
+
+    port: int
+    bridge_address: str  # e.g. 172.29.9.1/24
+
+    @property
+    def url(self) -> str:
+        return f"tcp://{API_HOST}:{self.port}"
+
+    @property
+    def alias_url(self) -> str:
+        return f"tcp://{ALIAS_HOST}:{self.port}"
+
+    def save(self, directory: Path) -> None:
+        (directory / "addresses.json").write_text(
+            json.dumps({"port": self.port, "bridge": self.bridge_address})
+        )
+
+    @staticmethod
+    def of(directory: Path) -> Addresses | None:
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            saved = json.loads((directory / "addresses.json").read_text())
+            return Addresses(int(saved["port"]), str(saved["bridge"]))
+        return None
+
+
+def _free_port() -> int:
+    """A port free on both API addresses (the engine binds it on each)."""
+    for _ in range(50):
+        with socket.socket() as first:
+            first.bind((API_HOST, 0))
+            port = int(first.getsockname()[1])
+            with socket.socket() as second:
+                try:
+                    second.bind((ALIAS_HOST, port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError(f"no port free on both {API_HOST} and {ALIAS_HOST} for the second engine's API")
+
+
+def _free_subnet() -> str:
+    """The first candidate subnet that no address or route of this machine overlaps."""
+    taken = []
+    for listing in (_ip("-j", "route", "show", "table", "all").stdout, _ip("-j", "addr", "show").stdout):
+        for entry in json.loads(listing or "[]"):
+            for text in [entry.get("dst", "")] + [
+                f"{a['local']}/{a['prefixlen']}"
+                for a in entry.get("addr_info", [])
+                if a.get("family") == "inet"
+            ]:
+                with contextlib.suppress(ValueError):
+                    network = ipaddress.ip_network(text, strict=False)
+                    if network.version == 4 and network.prefixlen > 0:
+                        taken.append(network)
+    for subnet in BRIDGE_SUBNETS:
+        if not any(subnet.overlaps(other) for other in taken):
+            return f"{next(subnet.hosts())}/{subnet.prefixlen}"
+    raise RuntimeError("no subnet free for the second engine's bridge among 172.29.9-254.0/24")
+
+
+def answers(host: str, port: int) -> bool:
     try:
         socket.create_connection((host, port), timeout=1).close()
     except OSError:
@@ -86,9 +150,16 @@ def _pid(directory: Path) -> int | None:
 @dataclass
 class SecondEngine:
     directory: Path
-    url: str = URL
-    alias_url: str = ALIAS_URL
+    addresses: Addresses
     publish_ip: str = PUBLISH_IP
+
+    @property
+    def url(self) -> str:
+        return self.addresses.url
+
+    @property
+    def alias_url(self) -> str:
+        return self.addresses.alias_url
 
     def client(self, timeout: int = 120) -> docker.DockerClient:
         return docker.DockerClient(base_url=self.url, version="auto", timeout=timeout)
@@ -130,23 +201,25 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
 
 
-def _bridge_up() -> None:
-    if _ip("link", "show", BRIDGE, check=False).returncode != 0:
-        _ip("link", "add", "name", BRIDGE, "type", "bridge")
-    if BRIDGE_ADDRESS.split("/")[0] not in _ip("-br", "addr", "show", "dev", BRIDGE).stdout:
-        _ip("addr", "add", BRIDGE_ADDRESS, "dev", BRIDGE)
+def _bridge_up(address: str) -> None:
+    _ip("link", "add", "name", BRIDGE, "type", "bridge")
+    _ip("addr", "add", address, "dev", BRIDGE)
     _ip("link", "set", BRIDGE, "up")
 
 
-def _start(directory: Path) -> None:
+def _start(directory: Path) -> Addresses:
     directory.mkdir(parents=True, exist_ok=True)
     config = {"storage-driver": "fuse-overlayfs", "mtu": 1400, "ip": PUBLISH_IP}
     (directory / "daemon.json").write_text(json.dumps(config))
-    _bridge_up()
+    if _ip("link", "show", BRIDGE, check=False).returncode == 0:
+        _ip("link", "del", BRIDGE)  # left by a killed session: its subnet is chosen anew
+    addresses = Addresses(_free_port(), _free_subnet())
+    addresses.save(directory)
+    _bridge_up(addresses.bridge_address)
     dockerd = (
         f"mount -t tmpfs none /tmp && exec dockerd --config-file {directory}/daemon.json "
         f"--data-root {directory}/data --exec-root {directory}/exec --pidfile {directory}/pid "
-        f"-H {URL} -H {ALIAS_URL} -b {BRIDGE} --iptables=false"
+        f"-H {addresses.url} -H {addresses.alias_url} -b {BRIDGE} --iptables=false"
     )
     log = (directory / "dockerd.log").open("ab")
     # A session of its own (the pid is dockerd's: unshare and sh exec it), in a private mount namespace.
@@ -162,11 +235,11 @@ def _start(directory: Path) -> None:
     (directory / "session").write_text(str(process.pid))
     deadline = time.monotonic() + START_DEADLINE
     while True:
-        if answers():
-            client = docker.DockerClient(base_url=URL, version="1.40", timeout=5)  # connects on use
+        if answers(API_HOST, addresses.port):
+            client = docker.DockerClient(base_url=addresses.url, version="1.40", timeout=5)  # connects on use
             try:
                 client.version()
-                return
+                return addresses
             except (docker.errors.DockerException, requests.RequestException):
                 pass
             finally:
@@ -247,20 +320,17 @@ def second_engine(directory: Path = DIRECTORY) -> Iterator[SecondEngine]:
     me = owner_token()
     with _locked(directory):
         running = (pid := _pid(directory)) is not None and _alive(pid)
-        if answers() and not running:
-            raise RuntimeError(
-                f"something else answers on {API_HOST}:{API_PORT}: not this machinery's engine"
-            )
-        if running and not answers():
+        addresses = Addresses.of(directory)
+        if running and (addresses is None or not answers(API_HOST, addresses.port)):
             _stop(directory)  # left by a killed session, and no longer serving
             running = False
         if running and not _live_users(directory) and _users(directory).is_dir():
             for user in _users(directory).iterdir():  # all gone: take it over
                 user.unlink()
-        if not running:
+        if not running or addresses is None:
             shutil.rmtree(directory, ignore_errors=True)
             try:
-                _start(directory)
+                addresses = _start(directory)
             except BaseException:
                 _stop(directory)
                 raise
@@ -268,7 +338,7 @@ def second_engine(directory: Path = DIRECTORY) -> Iterator[SecondEngine]:
         mine = _users(directory) / f"{os.getpid()}-{time.monotonic_ns()}"
         mine.write_text(me)
     try:
-        yield SecondEngine(directory)
+        yield SecondEngine(directory, addresses)
     finally:
         with _locked(directory):
             mine.unlink(missing_ok=True)

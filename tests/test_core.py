@@ -231,7 +231,7 @@ def test_a_fifo_in_the_test_data_is_refused_unopened(tmp_path: Path) -> None:
 def test_an_empty_expected_message_is_refused(tmp_path: Path) -> None:
     data = make(tmp_path, {"validation-error/bad/input.txt": "", "validation-error/bad/message.txt": " \n\t"})
     (case,) = cases.discover(data).cases
-    with pytest.raises(SetupError, match="message.txt is empty"):
+    with pytest.raises(SetupError, match=r"message\.txt is empty"):
         cases.expected_message(case, ("input.txt",))
 
 

@@ -141,6 +141,21 @@ def local() -> Iterator[docker.DockerClient]:
     client.close()
 
 
+def test_the_second_engine_takes_a_subnet_and_port_nobody_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another bridge on 172.29.9.0/24 (and one on .10, as an address): the engine takes .11."""
+    routes = json.dumps([{"dst": "default"}, {"dst": "172.29.9.0/24"}, {"dst": "127.0.0.0/8"}])
+    addresses = json.dumps([{"addr_info": [{"family": "inet", "local": "172.29.10.7", "prefixlen": 24}]}])
+
+    def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(args, 0, routes if "route" in args else addresses, "")
+
+    monkeypatch.setattr(second_engine, "_ip", ip)
+    assert second_engine._free_subnet() == "172.29.11.1/24"
+    port = second_engine._free_port()
+    with socket.socket() as holder:  # free on the API address: it can be bound
+        holder.bind((second_engine.API_HOST, port))
+
+
 @pytest.fixture(scope="session")
 def engine2() -> Iterator[second_engine.SecondEngine]:
     why = second_engine.unavailable()
