@@ -304,6 +304,8 @@ class JsonDiff:
                 + (f" at {self.worst}" if self.worst else "")
                 + f"; tolerance {self.tolerance.describe()}"
             )
+        if self.count == 1:  # the first line said it all
+            return "\n".join([*lines, summary])
         lines.append(summary + ":")
         lines += [f"  {line[:DIFF_LINE_CHARS]}" for line in self.lines]
         if self.count > len(self.lines):

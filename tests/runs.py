@@ -771,7 +771,7 @@ def pytest_model_compare_output(name, expected, actual, media_type, case_name, c
 """
 NUDGED = Run(
     "nudged-expectations",
-    ("--model-image", LANGID_ARG, "--model-data=data"),
+    ("--model-image", LANGID_ARG, "--model-data=data", "--status-timeout=60s"),  # room for a loaded machine
     files=(("work/conftest.py", COMPARE_HOOK),),
     prepare=_nudged_data,
     cost=6,
@@ -788,7 +788,7 @@ def _english_nudged(handle: Handle) -> dict[str, str]:
 
 NUDGED_REL_TOL = Run(
     "nudged-rel-tol",
-    ("--model-image", LANGID_ARG, "--model-data=data", "--rel-tol", "1e-6"),
+    ("--model-image", LANGID_ARG, "--model-data=data", "--status-timeout=60s", "--rel-tol", "1e-6"),
     prepare=_english_nudged,
     cost=6,
 )
