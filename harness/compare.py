@@ -298,7 +298,7 @@ class JsonDiff:
         """The first difference on the first line; then every one (capped), and the deviation."""
         lines = [self.lines[0]]
         summary = f"{self.count} difference{'s' if self.count != 1 else ''}"
-        if self.numbers:
+        if self.max_abs or self.tolerance.describe() != "exact":
             summary += (
                 f"; largest deviation {self.max_abs:.3g} (relative {self.max_rel:.3g})"
                 + (f" at {self.worst}" if self.worst else "")

@@ -830,13 +830,19 @@ def _big_data(handle: Handle) -> dict[str, str]:
 
 BIG_OUTPUT = Run(
     "big-output",
-    ("--model-image", image("langid-big-output"), "--model-data=data"),
+    ("--model-image", image("langid-big-output"), "--model-data=data", "--status-timeout=60s"),
     prepare=_big_data,
     cost=10,
 )
 BIG_OUTPUT_COMPARE_BYTES = Run(
     "big-output-compare-bytes",
-    ("--model-image", image("langid-big-output"), "--model-data=data", "--compare-bytes"),
+    (
+        "--model-image",
+        image("langid-big-output"),
+        "--model-data=data",
+        "--status-timeout=60s",
+        "--compare-bytes",
+    ),
     prepare=_big_data,
     cost=10,
 )
