@@ -483,7 +483,7 @@ def battery(found: list[casedata.Case] | None, *, strict: bool = False) -> list[
             casedata.EXAMPLES,
             run_example,
             "test-data",
-            "the example's outputs are byte-equal to the expected files",
+            "the example's outputs equal the expected files (JSON as values, within any tolerance)",
         ),
         (
             casedata.VALIDATION_ERRORS,

@@ -137,9 +137,9 @@ def is_json(media_type: str) -> bool:
 
 def _verdict(verdict: object) -> tuple[bool, str]:
     if isinstance(verdict, OutputVerdict):
-        return verdict.passed, verdict.message
+        return verdict.passed, str(verdict.message)[:2000]
     if isinstance(verdict, tuple) and len(verdict) == 2 and isinstance(verdict[0], bool):
-        return verdict[0], str(verdict[1])
+        return verdict[0], str(verdict[1])[:2000]
     raise SetupError(
         f"the {HOOK} hook returned {verdict!r:.100}: expected None, (passed, message) or an OutputVerdict"
     )
