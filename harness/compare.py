@@ -420,7 +420,7 @@ def keep_outputs(
             fd = inner
         for name, written in outputs.items():
             if written.content is None:
-                if written.is_file():
+                if written.kind == "file":
                     problems.append(f"{name}: {written.size} bytes, more than the harness holds")
                 continue
             file_name = safe_name(name)
