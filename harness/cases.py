@@ -20,6 +20,9 @@ EXAMPLES = "examples"
 VALIDATION_ERRORS = "validation-error"
 MESSAGE_FILE = "message.txt"
 ENTRIES_MAX = 10_000  # entries of one case directory looked at: test data is small
+# An example's numeric tolerances (harness/compare.py): never taken for an input or output.
+TOLERANCE_FILE = "tolerance.json"
+TOLERANCE_SUFFIX = ".tolerance.json"
 # The directory names of each kind, as the vendor's template and its models use them.
 LAYOUTS = {EXAMPLES: ("examples", "example"), VALIDATION_ERRORS: ("validation-error",)}
 
@@ -142,8 +145,17 @@ def _single(case: Case, path: Path) -> Path:
     return path
 
 
+def tolerance_files(declared: tuple[str, ...], output: str | None = None) -> tuple[str, ...]:
+    """The names of an example's tolerance files (of one output, or of all), but those a
+    declared input or output could be (``tolerance.json`` for a declared ``tolerance``)."""
+    names = (*((output,) if output else declared), "")
+    candidates = [n + TOLERANCE_SUFFIX for n in names if n] + [TOLERANCE_FILE]
+    stems = {stem(name) for name in declared}
+    return tuple(c for c in candidates if c not in declared and stem(c) not in stems)
+
+
 def resolve_inputs(case: Case, inputs: tuple[str, ...], outputs: tuple[str, ...] = ()) -> dict[str, Path]:
-    reserved = frozenset((*inputs, *outputs, MESSAGE_FILE))
+    reserved = frozenset((*inputs, *outputs, MESSAGE_FILE, *tolerance_files((*inputs, *outputs))))
     found = {name: find_file(case, name, reserved - {name}) for name in inputs}
     missing = [name for name, path in found.items() if path is None]
     if missing:
@@ -152,7 +164,7 @@ def resolve_inputs(case: Case, inputs: tuple[str, ...], outputs: tuple[str, ...]
 
 
 def expected_outputs(case: Case, outputs: tuple[str, ...], inputs: tuple[str, ...] = ()) -> dict[str, Path]:
-    reserved = frozenset((*inputs, *outputs))
+    reserved = frozenset((*inputs, *outputs, *tolerance_files((*inputs, *outputs))))
     found = {name: find_file(case, name, reserved - {name}) for name in outputs}
     return {name: path for name, path in found.items() if path is not None}
 

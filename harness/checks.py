@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -11,6 +10,7 @@ from typing import Any
 import jsonschema
 
 from . import cases as casedata
+from . import compare
 from .errors import CheckSkipped, NotRun, SetupError
 from .http import Exchange, Outcome
 from .jobs import JobResult
@@ -235,86 +235,42 @@ def run_example(case: casedata.Case, run: ImageRun) -> None:
         raise CheckSkipped(
             f"case {case.name} keeps no expected output file ({', '.join(run.metadata.outputs)})"
         )
-    for name, path in expected.items():
-        written = result.output(name)
-        want = path.read_bytes()
-        media = run.metadata.output_media.get(name) or ""
-        if not run.options.compare_bytes and (media == JSON or media.endswith("+json")):
-            compare_json(run, name, path, written.content, want)
-            continue
-        if written.content is None:
-            if written.size != len(want):
-                raise run.finding(
-                    "POST /run",
-                    f"{name} byte-equal to {path}",
-                    f"{written.size} bytes, {len(want)} expected",
-                    "test-data",
-                )
-            continue
-        if written.content != want:
-            raise run.finding(
-                "POST /run",
-                f"{name} byte-equal to {path}",
-                _first_difference(written.content, want),
-                "test-data",
-            )
-
-
-def compare_json(run: ImageRun, name: str, path: Any, content: bytes | None, want: bytes) -> None:
-    """Expected and written output compared as JSON values (--compare-bytes: byte for byte)."""
-    try:
-        expected = json.loads(want)
-    except (ValueError, RecursionError):
-        raise SetupError(f"the expected output {path} is not JSON, though {name} is declared JSON") from None
-    try:
-        actual = json.loads(content if content is not None else b"")
-    except (ValueError, RecursionError):
-        excerpt = (content or b"")[:100]
-        raise run.finding("POST /run", f"{name} a JSON value", f"not JSON: {excerpt!r}", "run-200") from None
-    difference = json_difference(actual, expected)
-    if difference is not None:
-        raise run.finding("POST /run", f"{name} equal to {path} as JSON", difference, "test-data")
-
-
-def json_difference(actual: Any, expected: Any, where: str = "$") -> str | None:
-    """Where two JSON values first differ: ``$.label: expected "negative", got "neutral"``."""
-
-    def show(value: Any) -> str:
-        text = json.dumps(value)
-        return text if len(text) <= 80 else text[:77] + "..."
-
-    if isinstance(expected, dict) and isinstance(actual, dict):
-        for key in expected:
-            if key not in actual:
-                return f"{where}.{key}: missing (expected {show(expected[key])})"
-            found = json_difference(actual[key], expected[key], f"{where}.{key}")
-            if found:
-                return found
-        extra = [key for key in actual if key not in expected]
-        return f"{where}.{extra[0]}: not expected (got {show(actual[extra[0]])})" if extra else None
-    if isinstance(expected, list) and isinstance(actual, list):
-        for index, (a, e) in enumerate(zip(actual, expected, strict=False)):
-            found = json_difference(a, e, f"{where}[{index}]")
-            if found:
-                return found
-        if len(actual) != len(expected):
-            return f"{where}: expected {len(expected)} items, got {len(actual)}"
-        return None
-    same_kind = isinstance(actual, bool) == isinstance(expected, bool)
-    if same_kind and type(actual) in (int, float) and type(expected) in (int, float):
-        return None if actual == expected else f"{where}: expected {show(expected)}, got {show(actual)}"
-    if same_kind and type(actual) is type(expected) and actual == expected:
-        return None
-    return f"{where}: expected {show(expected)}, got {show(actual)}"
-
-
-def _first_difference(actual: bytes, expected: bytes) -> str:
-    at = next(
-        (i for i, (a, b) in enumerate(zip(actual, expected, strict=False)) if a != b),
-        min(len(actual), len(expected)),
-    )
-    excerpt = actual[max(at - 20, 0) : at + 40]
-    return f"differs from byte {at} ({len(actual)} bytes written, {len(expected)} expected): {excerpt!r}"
+    declared = (*run.metadata.inputs, *run.metadata.outputs)
+    default = compare.Tolerance(run.options.rel_tol, run.options.abs_tol, run.options.tolerance_source)
+    compared = [
+        compare.compare_output(
+            name,
+            path,
+            result.output(name),
+            run.metadata.output_media.get(name) or "",
+            compare_bytes=run.options.compare_bytes,
+            tolerance=compare.tolerance_for(case.path, name, declared, default),
+            comparator=run.options.comparator,
+            case_name=case.name,
+            case_dir=case.path,
+        )
+        for name, path in expected.items()
+    ]
+    details = run.current.details if run.current is not None else {}
+    details["comparisons"] = [outcome.record for outcome in compared]
+    mismatches = [outcome for outcome in compared if outcome.mismatch is not None]
+    if not mismatches:
+        return
+    first = mismatches[0].mismatch
+    assert first is not None
+    actual = first.actual
+    if len(mismatches) > 1:
+        actual += f"\nalso differ: {', '.join(m.output for m in mismatches[1:])}"
+    if run.options.report_dir is not None:
+        # What the model wrote, for the author to look at beside the expected files.
+        written = {name: result.output(name) for name in run.metadata.outputs}
+        kept, problems = compare.keep_outputs(run.options.report_dir, (run.label, case.name), written)
+        if kept:
+            details["savedOutputs"] = kept
+            actual += f"\nthe outputs the model wrote: {', '.join(kept)} (in {run.options.report_dir})"
+        if problems:
+            actual += f"\noutputs not kept: {'; '.join(problems)}"
+    raise run.finding("POST /run", first.expected, actual, first.rule)
 
 
 def run_validation_error(case: casedata.Case, run: ImageRun) -> None:
@@ -527,7 +483,7 @@ def battery(found: list[casedata.Case] | None, *, strict: bool = False) -> list[
             casedata.EXAMPLES,
             run_example,
             "test-data",
-            "the example's outputs are byte-equal to the expected files",
+            "the example's outputs equal the expected files (JSON as values, within any tolerance)",
         ),
         (
             casedata.VALIDATION_ERRORS,

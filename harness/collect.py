@@ -50,6 +50,7 @@ class CheckItem(pytest.Item):
         self.run = run
         self.check = check
         self.evidence: list[Any] = []
+        self.details: dict[str, Any] = {}
 
     def setup(self) -> None:
         __tracebackhide__ = True
@@ -61,6 +62,7 @@ class CheckItem(pytest.Item):
         __tracebackhide__ = True
         with self.run.checking(self.check.id) as record:
             self.evidence = record.evidence
+            self.details = record.details
             if self.check.phase == checks.RUN and self.run.metadata is not None:
                 self.run.prestage(checks.planned_jobs(self.run))  # once, for the whole battery
             self.check.func(self.run)

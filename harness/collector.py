@@ -88,6 +88,7 @@ class ReportCollector:
             summary=item.check.summary,
             evidence=[report_.exchange_evidence(e) for e in item.evidence],
             logTail=error.log_tail if isinstance(error, Nonconformance) else None,
+            **item.details,
         )
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:

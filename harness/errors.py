@@ -48,9 +48,10 @@ class Nonconformance(AssertionError):
         super().__init__(self.describe())
 
     def describe(self, *, with_log: bool = True) -> str:
+        indent = " " * (len(self.route) + 11)  # an actual of several lines (a diff) stays in its column
         lines = [
             f"{self.route}: expected {self.expected}",
-            f"{' ' * len(self.route)}  actual   {self.actual}",
+            f"{' ' * len(self.route)}  actual   {self.actual}".replace("\n", "\n" + indent),
             f"rule: {rule_link(self.rule)}",
         ]
         if self.log_tail and with_log:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .compare import Comparator
 
 EXIT_NOT_EVALUATED = 6  # the image could not be evaluated at all: not a verdict on it
 PASSWORD_ENV = "PSC_REGISTRY_PASSWORD"
@@ -39,3 +43,8 @@ class RunOptions:
     margin: float = 0.5  # the share of each timeout that should be left (a warning otherwise)
     strict: bool = False  # rehearsal warnings fail the image
     engine_host: str | None = None  # where the engine's published ports are reached (default: engine.py)
+    rel_tol: float = 0.0  # numbers in JSON outputs: |a - e| <= max(rel_tol * max(|a|, |e|), abs_tol)
+    abs_tol: float = 0.0
+    tolerance_source: str = "exact"  # the options that gave the tolerance, for messages
+    report_dir: Path | None = None  # the outputs of failed examples are kept under it
+    comparator: Comparator | None = field(default=None, compare=False)  # the author's hook, if any

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jsonschema
 
@@ -307,6 +308,12 @@ def evidence_html(check: dict[str, Any]) -> str:
             f"→ {escape(answer)} in {ex['durationSeconds']:.3f} s\n{headers}\n"
             f"{escape(ex['bodyExcerpt'])}{truncated}</pre>"
         )
+    if check.get("savedOutputs"):
+        # Relative to the report directory, where conformance.html is written by default.
+        links = ", ".join(
+            f"<a href='{escape(quote(path))}'>{escape(path)}</a>" for path in check["savedOutputs"]
+        )
+        parts.append(f"<p class='psc-saved-outputs'>The outputs the model wrote: {links}</p>")
     if check.get("logTail"):
         parts.append(f"<p>Container log (tail)</p><pre>{escape(check['logTail'])}</pre>")
     parts.append("</div>")

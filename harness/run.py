@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import docker
 
@@ -54,6 +55,7 @@ class CheckRecord:
     check_id: str
     began: float  # time.time()
     evidence: list[Exchange] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)  # extra fields of its report record
 
 
 class ImageRun:

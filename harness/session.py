@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from . import checks, settings
 from .bound import TimeBound
 from .collect import Collection, battery_for, keep_ids_as_given
 from .collector import ReportCollector
+from .compare import Comparator, OutputVerdict
 from .htmlreport import HTML_NAME, HtmlHooks
 from .options import EXIT_NOT_EVALUATED
 from .outcomes import OutcomeTranslator
@@ -100,6 +102,25 @@ def stdin_password(config: pytest.Config) -> str | None:
             capture.resume_global_capture()
 
 
+def author_comparator(config: pytest.Config) -> Comparator:
+    """The authors' ``pytest_model_compare_output`` hooks (conftest.py), as the core's plain callable."""
+    hook = config.hook.pytest_model_compare_output
+
+    def compare(
+        *, name: str, expected: bytes, actual: bytes, media_type: str, case_name: str, case_dir: Path
+    ) -> OutputVerdict | tuple[bool, str] | None:
+        return hook(  # type: ignore[no-any-return]
+            name=name,
+            expected=expected,
+            actual=actual,
+            media_type=media_type,
+            case_name=case_name,
+            case_dir=case_dir,
+        )
+
+    return compare
+
+
 class HarnessSession:
     """The image runs of one pytest session, and their cleanup."""
 
@@ -112,6 +133,7 @@ class HarnessSession:
         self.bound: TimeBound | None = None
         self.overrun: str | None = None
         self.runs: dict[str, ImageRun] = {}
+        options = replace(resolved.options, comparator=author_comparator(config))
         sources: list[ImageSource] = [ReferenceSource(ref, resolved.options) for ref in resolved.images]
         sources += [TarSource(path, resolved.options, self.session_id) for path in resolved.tars]
         for source in sources:
@@ -119,9 +141,7 @@ class HarnessSession:
             while label in self.runs:  # the same file name in two directories
                 label += "'"
             source.label = label
-            self.runs[label] = ImageRun(
-                source, resolved.options, session_id=self.session_id, progress=self._progress
-            )
+            self.runs[label] = ImageRun(source, options, session_id=self.session_id, progress=self._progress)
         self.previous_sigterm: Any = None
         if threading.current_thread() is threading.main_thread():
             # SIGTERM (CI cancelling a job) cleans up like Ctrl-C does.

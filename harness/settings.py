@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -97,6 +98,18 @@ OPTIONS: tuple[Option, ...] = (
         "model_compare_bytes",
         "compare expected outputs byte for byte, also those declared JSON (default: as JSON values)",
         "flag",
+    ),
+    Option(
+        "--rel-tol",
+        "model_rel_tol",
+        "relative tolerance for numbers in JSON outputs, e.g. 1e-6 (default 0: exact)",
+        metavar="REL",
+    ),
+    Option(
+        "--abs-tol",
+        "model_abs_tol",
+        "absolute tolerance for numbers in JSON outputs, e.g. 1e-9 (default 0: exact)",
+        metavar="ABS",
     ),
     Option(
         "--engine-host",
@@ -199,6 +212,20 @@ def _host(raw: str, source: str) -> str:
     return host
 
 
+def _tolerance(raw: object, source: str) -> float:
+    """A tolerance: a finite number >= 0 (0, the default, is exact)."""
+    if raw is None:
+        return 0.0
+    text = str(raw).strip()
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value >= 0):
+        raise pytest.UsageError(f"{source}: expected a number >= 0 such as 1e-6, got {text[:40]!r}")
+    return value
+
+
 def resolve(config: pytest.Config, stdin_password: str | None = None) -> Settings:
     values = {option.flag: _value(config, option) for option in OPTIONS}
 
@@ -251,10 +278,12 @@ def resolve(config: pytest.Config, stdin_password: str | None = None) -> Setting
             raise pytest.UsageError(
                 f"{margin_source}: expected a share such as 50% or 0.5, got {text[:40]!r}"
             )
+    tolerances = {flag: _tolerance(*values[flag]) for flag in ("--rel-tol", "--abs-tol")}
     engine_host, engine_host_source = values["--engine-host"]
     if engine_host is not None:
         engine_host = _host(str(engine_host), engine_host_source)
 
+    report_dir = path("--conformance-report") or config.invocation_params.dir / "reports"
     options = RunOptions(
         model_yaml=path("--model-yaml"),
         model_data=path("--model-data"),
@@ -268,8 +297,11 @@ def resolve(config: pytest.Config, stdin_password: str | None = None) -> Setting
         margin=margin,
         strict=bool(values["--strict-rehearsal"][0]),
         engine_host=engine_host,
+        rel_tol=tolerances["--rel-tol"],
+        abs_tol=tolerances["--abs-tol"],
+        tolerance_source=", ".join(values[f][1] for f, v in tolerances.items() if v) or "exact",
+        report_dir=report_dir,
     )
-    report_dir = path("--conformance-report") or config.invocation_params.dir / "reports"
     if report_dir.exists() and not report_dir.is_dir():
         raise pytest.UsageError(
             f"{values['--conformance-report'][1]}: {report_dir} is a file; give a directory for the reports"

@@ -104,6 +104,8 @@ SAMPLES: tuple[Sample, ...] = (
         "",
         hostile="/run litters the parents of the job's input and output directories with directories",
     ),
+    # Conformant: results.json padded to 33 MiB, more than the harness holds of an output.
+    Sample("langid-big-output", "", model_yaml="big-output.yaml"),
 )
 CONFORMANT = SAMPLES[0]
 CONFORMANT_TAR = TAR_DIR / f"{CONFORMANT.name}.tar"

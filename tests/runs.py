@@ -11,6 +11,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import time
@@ -758,6 +759,118 @@ def _beside_a_live_run(ctx: Context) -> dict[str, Result]:
 
 
 BESIDE_A_LIVE_RUN = Scenario("beside-a-live-run", _beside_a_live_run, cost=16, waits=True)
+
+
+# -- comparing outputs: tolerances, the author's hook, kept outputs, outputs over 32 MiB ---------
+
+
+def nudged(results: bytes) -> bytes:
+    """The same expected results, "de" off in its 9th significant digit (-6.2408 -> -6.24080001)."""
+    return re.sub(rb'("de": -?\d\.\d{4})(?=[,\n])', rb"\g<1>0001", results, count=1)
+
+
+def _nudged_data(handle: Handle) -> dict[str, str]:
+    """english nudged (exact: fails); german nudged with a tolerance file of its own (passes);
+    french's expected language wrong (the hook accepts it); spanish as it is (the hook rejects it)."""
+    data = handle.cwd / "data"
+    copy_data(data)
+    for case in ("english", "german"):
+        expected = data / "examples" / case / "results.json"
+        expected.write_bytes(nudged(expected.read_bytes()))
+    (data / "examples" / "german" / "results.json.tolerance.json").write_text('{"rel": 1e-6, "abs": 0}\n')
+    french = data / "examples" / "french" / "results.json"
+    french.write_bytes(french.read_bytes().replace(b'"fr"', b'"xx"', 1))
+    return {}
+
+
+HOOK_REJECTS = "rejected by the author's own comparison of"
+COMPARE_HOOK = f"""
+from harness.compare import OutputVerdict
+
+def pytest_model_compare_output(name, expected, actual, media_type, case_name, case_dir):
+    if case_name == "spanish":
+        return (False, "{HOOK_REJECTS} " + name)
+    if case_name == "french":
+        return OutputVerdict(True, "accepted by the author's own comparison")
+    return None
+"""
+NUDGED = Run(
+    "nudged-expectations",
+    ("--model-image", LANGID_ARG, "--model-data=data", "--status-timeout=60s"),  # room for a loaded machine
+    files=(("work/conftest.py", COMPARE_HOOK),),
+    prepare=_nudged_data,
+    cost=6,
+)
+
+
+def _english_nudged(handle: Handle) -> dict[str, str]:
+    data = handle.cwd / "data"
+    copy_data(data)
+    expected = data / "examples" / "english" / "results.json"
+    expected.write_bytes(nudged(expected.read_bytes()))
+    return {}
+
+
+NUDGED_REL_TOL = Run(
+    "nudged-rel-tol",
+    ("--model-image", LANGID_ARG, "--model-data=data", "--status-timeout=60s", "--rel-tol", "1e-6"),
+    prepare=_english_nudged,
+    cost=6,
+)
+BAD_TOLERANCE = Run("bad-tolerance", ("--model-image", "x", "--abs-tol", "-1"), report=None, cost=1)
+BAD_TOLERANCE_INI = Run(
+    "bad-tolerance-ini",
+    (),
+    files=(("work/tox.ini", "[pytest]\nmodel_image = x\nmodel_rel_tol = a little\n"),),
+    report=None,
+    cost=1,
+)
+
+BIG_OUTPUT_BYTES = 33 * 2**20  # as sample_models/langid/langid_app/server.py writes it
+
+
+def write_padded(path: Path, results: bytes, fill: str) -> None:
+    """The big-output sample's results.json for this expected results.json, padded with ``fill``."""
+    text = json.dumps({**json.loads(results), "padding": ""}, indent=2, sort_keys=True) + "\n"
+    head, tail = text.split('"padding": ""')
+    with path.open("w", encoding="utf-8") as out:
+        out.write(head + '"padding": "')
+        for offset in range(0, BIG_OUTPUT_BYTES, 2**20):
+            out.write(fill * min(2**20, BIG_OUTPUT_BYTES - offset))
+        out.write('"' + tail)
+
+
+def _big_data(handle: Handle) -> dict[str, str]:
+    """Two cases with english's input: ``same`` expects what the model writes, ``different``
+    the same size of "B" where the model writes "A"."""
+    data = handle.cwd / "data"
+    english = DATA / "examples" / "english"
+    for case, fill in (("same", "A"), ("different", "B")):
+        (data / "examples" / case).mkdir(parents=True)
+        shutil.copyfile(english / "input.txt", data / "examples" / case / "input.txt")
+        write_padded(data / "examples" / case / "results.json", (english / "results.json").read_bytes(), fill)
+    shutil.copytree(DATA / "validation-error" / "empty", data / "validation-error" / "empty")
+    return {}
+
+
+BIG_OUTPUT = Run(
+    "big-output",
+    ("--model-image", image("langid-big-output"), "--model-data=data", "--status-timeout=60s"),
+    prepare=_big_data,
+    cost=10,
+)
+BIG_OUTPUT_COMPARE_BYTES = Run(
+    "big-output-compare-bytes",
+    (
+        "--model-image",
+        image("langid-big-output"),
+        "--model-data=data",
+        "--status-timeout=60s",
+        "--compare-bytes",
+    ),
+    prepare=_big_data,
+    cost=10,
+)
 
 
 def _catalog() -> list[Run | Scenario]:

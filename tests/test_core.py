@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import cases, checks, metadata, rehearsal, units
+from harness import cases, compare, metadata, rehearsal, units
 from harness.errors import SetupError
 from harness.http import ModelClient, Outcome
 
@@ -280,14 +280,14 @@ def test_durations_are_bounded(text: str) -> None:
 
 def test_json_difference_names_where() -> None:
     expected = {"label": "negative", "scores": [0.1, 0.9]}
-    assert checks.json_difference({"scores": [0.1, 0.9], "label": "negative"}, expected) is None
-    assert checks.json_difference({"label": "neutral", "scores": [0.1, 0.9]}, expected) == (
+    assert compare.json_difference({"scores": [0.1, 0.9], "label": "negative"}, expected) is None
+    assert compare.json_difference({"label": "neutral", "scores": [0.1, 0.9]}, expected) == (
         '$.label: expected "negative", got "neutral"'
     )
-    assert checks.json_difference({"label": "negative", "scores": [0.1]}, expected) == (
+    assert compare.json_difference({"label": "negative", "scores": [0.1]}, expected) == (
         "$.scores: expected 2 items, got 1"
     )
-    assert checks.json_difference({"x": True}, {"x": 1}) == "$.x: expected 1, got true"
+    assert compare.json_difference({"x": True}, {"x": 1}) == "$.x: expected 1, got true"
 
 
 def test_media_types() -> None:

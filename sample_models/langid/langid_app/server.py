@@ -50,6 +50,7 @@ DEEP_JSON_LEVELS = 100_000
 HUGE_OUTPUT_BYTES = 3 * 2**30
 LITTER_PER_RUN = 50
 HOSTILE_OUTPUTS = ("hostile-output-symlink", "hostile-output-fifo", "hostile-huge-output")
+BIG_OUTPUT_BYTES = 33 * 2**20  # langid-big-output: more than the 32 MiB the harness holds of an output
 
 
 def trickle(response: Response) -> Response:
@@ -75,6 +76,18 @@ def write_hostile_output(variant: str, path: Path, text: str) -> None:
         with path.open("wb") as out:
             out.write(text.encode())
             out.truncate(HUGE_OUTPUT_BYTES)
+
+
+def write_padded(path: Path, result: dict[str, Any], fill: str = "A", size: int = BIG_OUTPUT_BYTES) -> None:
+    """``result`` as the sample writes it, with a "padding" string of ``size`` ``fill``s,
+    written a piece at a time (the tests write the expected file the same way)."""
+    text = json.dumps({**result, "padding": ""}, indent=2, sort_keys=True) + "\n"
+    head, tail = text.split('"padding": ""')
+    with path.open("w", encoding="utf-8") as out:
+        out.write(head + '"padding": "')
+        for offset in range(0, size, 2**20):
+            out.write(fill * min(2**20, size - offset))
+        out.write('"' + tail)
 
 
 HOG_BYTES = 512 * 2**20  # twice the 256M the sample declares
@@ -239,7 +252,9 @@ def create_app(variant: str, ready_at: float) -> Flask:
                     if variant == "broken-output-media-type":
                         # Declared application/json; written as YAML-like text.
                         text = "".join(f"{key}: {value}\n" for key, value in sorted(result.items()))
-                    if variant in HOSTILE_OUTPUTS:
+                    if variant == "langid-big-output":
+                        write_padded(output_dir / out_name, result)
+                    elif variant in HOSTILE_OUTPUTS:
                         write_hostile_output(variant, output_dir / out_name, text)
                     else:
                         (output_dir / out_name).write_text(text)
