@@ -139,8 +139,13 @@ class TarSource:
         if len(manifest.image_ids) != 1:
             return images.load_tar(client, manifest)  # refuses it, naming the images
         (image_id,) = manifest.image_ids
+        # The verdict is on what the archive holds, as the platform loads it: not on an image
+        # of the same id the engine happens to hold (which `docker load` would not re-check).
+        images.verify_tar(manifest, _progress_to(progress, f"checking {self.path.name}"))
         if images.image_present(client, image_id) and not _other_marks(client, image_id, None):
             return images.from_tag(client, image_id)  # the user's own image: used as it is, never removed
+        # Marked before it is loaded (its id is known from the archive): a run killed at any
+        # moment of the load leaves a mark for the next run to reap the image by.
         self._marker = _mark(client, image_id, self.session_id)
         return images.load_tar(client, manifest, _progress_to(progress, f"loading {self.path.name}"))
 
