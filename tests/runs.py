@@ -842,9 +842,7 @@ def _killed_loading_tar(ctx: Context) -> dict[str, Result]:
         killed.process.kill()
         first = ctx.finish(killed, expect_leftovers=True)
         first.facts.update(marks_when_loaded=marked, marks_after_kill=marks(), loaded_after_kill=loaded())
-        after = ctx.execute(
-            Run("after-killed-loading-tar", ("--model-image", LANGID_ARG, "-k", "model-yaml"))
-        )
+        after = ctx.execute(Run("after-killed-loading-tar", ("--model-image", LANGID_ARG)))
         # Whichever run reaped them (any later run may), they must be gone now.
         first.facts.update(marks_left=marks(), image_left=loaded())
         for name in marks():
