@@ -63,6 +63,8 @@ def make_archive(
     config = json.dumps(
         {"rootfs": {"type": "layers", "diff_ids": [f"sha256:{_sha(x)}" for x in layers]}}
     ).encode()
+    if damage == "deep-config":
+        config = b"[" * 100_000 + b"]" * 100_000  # named by its own digest, as a forger would
     stored = [gzip.compress(x, mtime=0) if gzip_layers else x for x in layers]
     files: dict[str, bytes] = {}
     links: dict[str, str] = {}
@@ -150,6 +152,11 @@ def test_a_compressed_archive_is_checked_through_the_decompression(tmp_path: Pat
             "config",
             False,
             "is damaged or not what its manifest.json says: its image config * does not hash to the id *",
+        ),
+        (
+            "deep-config",
+            False,
+            "is damaged or not what its manifest.json says: its image config has no rootfs.diff_ids",
         ),
         (
             "layer-count",
