@@ -14,6 +14,7 @@ import io
 import json
 import os
 import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,9 @@ from harness import images
 from harness.errors import SetupError
 from harness.observe import Observation
 from harness.options import RunOptions
-from harness.sources import TarSource
+from harness.sources import TarSource, reap_loaded
 from tests import runs
-from tests.harness_api import EXIT_NOT_EVALUATED, LOADED_IMAGE_LABEL
+from tests.harness_api import EXIT_NOT_EVALUATED, LABEL, LOADED_IMAGE_LABEL, OWNER_LABEL, owner_token
 from tests.harness_runs import HarnessRuns, Result
 
 # -- archives of our own ---------------------------------------------------------------------------
@@ -203,6 +204,7 @@ class FakeEngine:
         self.present = present
         self.load_error = load_error
         self.volumes_made: dict[str, dict[str, str]] = {}
+        self.created: dict[str, str] = {}
         self.calls: list[str] = []
         self.images = _Images(self)
         self.volumes = _Volumes(self)
@@ -236,25 +238,31 @@ class _Volume:
     def __init__(self, engine: FakeEngine, name: str) -> None:
         self.engine = engine
         self.name = name
-        self.attrs = {"Labels": engine.volumes_made[name]}
+        self.attrs = {"Labels": engine.volumes_made[name], "CreatedAt": engine.created[name]}
 
     def remove(self, force: bool = False) -> None:
         self.engine.calls.append("volume.remove")
         del self.engine.volumes_made[self.name]
+        del self.engine.created[self.name]
 
 
 class _Volumes:
     def __init__(self, engine: FakeEngine) -> None:
         self.engine = engine
 
-    def create(self, name: str, labels: dict[str, str]) -> None:
+    def create(self, name: str, labels: dict[str, str], created: str = "") -> None:
         self.engine.calls.append("volumes.create")
         self.engine.volumes_made[name] = labels
+        self.engine.created[name] = created or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
     def list(self, filters: dict[str, str]) -> list[_Volume]:
-        key, _, value = filters["label"].partition("=")
+        key, has_value, value = filters["label"].partition("=")
         made = self.engine.volumes_made
-        return [_Volume(self.engine, n) for n, labels in made.items() if labels.get(key) == value]
+        return [
+            _Volume(self.engine, n)
+            for n, labels in made.items()
+            if key in labels and (not has_value or labels[key] == value)
+        ]
 
     def get(self, name: str) -> _Volume:
         if name not in self.engine.volumes_made:
@@ -326,6 +334,41 @@ def test_a_damaged_archive_is_refused_before_anything_is_marked_or_loaded(
         _bring_in(path, engine)
     assert "volumes.create" not in engine.calls and "api.load_image" not in engine.calls
     assert engine.present == present
+
+
+def _dead_mark(engine: FakeEngine, created: str = "") -> str:
+    """The mark a run killed outright left: its owner's start ticks are not this process's."""
+    name = "psc-harness-load-dead"
+    owner = owner_token().rsplit("/", 1)[0] + "/1"
+    labels = {LABEL: "1", OWNER_LABEL: owner, LOADED_IMAGE_LABEL: engine.image_id}
+    engine.volumes.create(name=name, labels=labels, created=created)
+    return name
+
+
+def test_a_killed_runs_mark_waits_for_an_image_the_engine_is_still_loading(tmp_path: Path) -> None:
+    engine = FakeEngine(make_archive(tmp_path / "model.tar"))
+    mark = _dead_mark(engine)
+    assert reap_loaded(engine) == []  # type: ignore[arg-type]
+    assert mark in engine.volumes_made, "the mark went before the image it was to reap"
+    engine.present = True  # the engine finished the killed run's load
+    assert reap_loaded(engine) == [f"volume {mark}", f"image {engine.image_id[:19]}"]  # type: ignore[arg-type]
+    assert engine.volumes_made == {} and not engine.present
+
+
+def test_a_killed_runs_mark_without_its_image_goes_after_the_grace(tmp_path: Path) -> None:
+    engine = FakeEngine(make_archive(tmp_path / "model.tar"))
+    mark = _dead_mark(engine, created="2026-01-01T00:00:00.123456789Z")
+    assert reap_loaded(engine) == [f"volume {mark}"]  # type: ignore[arg-type]
+    assert engine.volumes_made == {}
+
+
+def test_a_killed_runs_waiting_mark_keeps_no_image_alive(tmp_path: Path) -> None:
+    path = tmp_path / "model.tar"
+    engine = FakeEngine(make_archive(path))
+    _dead_mark(engine)
+    source = _bring_in(path, engine)
+    source.cleanup(engine)  # type: ignore[arg-type]
+    assert not engine.present, "the image this run loaded was kept for a mark whose owner is gone"
 
 
 # -- real runs ----------------------------------------------------------------------------------------
