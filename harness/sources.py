@@ -8,12 +8,16 @@ removes what it brought in. Nothing else in the harness asks what kind of source
 from __future__ import annotations
 
 import contextlib
+import re
+import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 import docker
 import docker.errors
+from docker.models.volumes import Volume
 
 from . import images, registry
 from .errors import SetupError
@@ -23,6 +27,7 @@ from .options import RunOptions
 from .registry import Progress
 
 ProgressLine = Callable[[str], None]
+LOAD_GRACE = 600.0  # s: how long an engine may go on loading the archive of a run killed meanwhile
 
 
 class ImageSource(Protocol):
@@ -139,8 +144,13 @@ class TarSource:
         if len(manifest.image_ids) != 1:
             return images.load_tar(client, manifest)  # refuses it, naming the images
         (image_id,) = manifest.image_ids
+        # The verdict is on what the archive holds, as the platform loads it: not on an image
+        # of the same id the engine happens to hold (which `docker load` would not re-check).
+        images.verify_tar(manifest, _progress_to(progress, f"checking {self.path.name}"))
         if images.image_present(client, image_id) and not _other_marks(client, image_id, None):
             return images.from_tag(client, image_id)  # the user's own image: used as it is, never removed
+        # Marked before it is loaded (its id is known from the archive): a run killed at any
+        # moment of the load leaves a mark for the next run to reap the image by.
         self._marker = _mark(client, image_id, self.session_id)
         return images.load_tar(client, manifest, _progress_to(progress, f"loading {self.path.name}"))
 
@@ -156,7 +166,8 @@ class TarSource:
         (image_id,) = self.manifest.image_ids
         marker = self._marker
         self._unmark(client)
-        if not self.options.keep_image and not _other_marks(client, image_id, marker):
+        # A killed run's mark may wait for its image (see reap_loaded): it keeps nothing alive.
+        if not self.options.keep_image and not _other_marks(client, image_id, marker, live_only=True):
             _remove_image(client, image_id)
 
 
@@ -168,9 +179,26 @@ def _mark(client: docker.DockerClient, image_id: str, session_id: str) -> str:
     return name
 
 
-def _other_marks(client: docker.DockerClient, image_id: str, own: str | None) -> list[str]:
+def _other_marks(
+    client: docker.DockerClient, image_id: str, own: str | None, live_only: bool = False
+) -> list[str]:
     found = client.volumes.list(filters={"label": f"{LOADED_IMAGE_LABEL}={image_id}"})
-    return [v.name for v in found if v.name != own]
+    return [
+        v.name
+        for v in found
+        if v.name != own
+        and not (live_only and owner_gone((v.attrs.get("Labels") or {}).get(OWNER_LABEL, "")))
+    ]
+
+
+def _age(volume: Volume) -> float | None:
+    """Seconds since the engine created the volume; None when it does not say."""
+    created = str(volume.attrs.get("CreatedAt") or "")
+    try:  # RFC 3339, nanoseconds at most: Python reads microseconds
+        when = datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", created).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return time.time() - when.timestamp()
 
 
 def _remove_image(client: docker.DockerClient, image_id: str) -> None:
@@ -186,6 +214,11 @@ def reap_loaded(client: docker.DockerClient) -> list[str]:
         if LABEL not in labels or not owner_gone(labels.get(OWNER_LABEL, "")):
             continue
         image_id = labels[LOADED_IMAGE_LABEL]
+        age = _age(volume)
+        if not images.image_present(client, image_id) and age is not None and age < LOAD_GRACE:
+            # Killed once its upload was sent, the engine may still be loading it: the mark
+            # stays until the image is there (reaped then) or the grace is over.
+            continue
         with contextlib.suppress(docker.errors.APIError):
             volume.remove(force=True)
             removed.append(f"volume {volume.name}")

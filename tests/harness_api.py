@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from harness.http import BODY_CAP
-from harness.labels import LABEL, OWNER_LABEL, SESSION_LABEL, owner_token
+from harness.labels import LABEL, LOADED_IMAGE_LABEL, OWNER_LABEL, SESSION_LABEL, owner_token
 from harness.options import EXIT_NOT_EVALUATED, PASSWORD_ENV, USERNAME_ENV
 
 EXIT_INTERRUPTED = int(pytest.ExitCode.INTERRUPTED)
@@ -25,6 +25,7 @@ __all__ = [
     "EXIT_NOT_EVALUATED",
     "EXIT_USAGE",
     "LABEL",
+    "LOADED_IMAGE_LABEL",
     "OWNER_LABEL",
     "PASSWORD_ENV",
     "SESSION_LABEL",

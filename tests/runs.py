@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gzip
+import io
 import json
 import os
 import re
 import shutil
 import signal
+import tarfile
 import time
 from pathlib import Path
 
@@ -23,7 +26,7 @@ import docker.errors
 from sample_models import build
 from tests import engine
 from tests.engine import CountingProxy
-from tests.harness_api import USERNAME_ENV
+from tests.harness_api import LOADED_IMAGE_LABEL, USERNAME_ENV
 from tests.harness_runs import Context, Handle, Result, Run, Scenario
 from tests.registry import free_port
 from tests.resources import DATA, REGISTRY_PASSWORD, REGISTRY_USER
@@ -871,6 +874,129 @@ BIG_OUTPUT_COMPARE_BYTES = Run(
     prepare=_big_data,
     cost=10,
 )
+
+
+# -- TAR archives: judged on what they hold --------------------------------------------------------
+
+
+def write_damaged(source: Path, target: Path, kind: str) -> None:
+    """``source`` (a ``docker save`` archive) copied to ``target`` with one defect that
+    `docker load` would find only if the engine did not hold the image already."""
+    manifest = json.loads(_member_bytes(source, "manifest.json"))
+    config_name, layers = manifest[0]["Config"], manifest[0]["Layers"]
+    with tarfile.open(source) as whole, tarfile.open(target, "w") as out:
+        for member in whole:
+            data = whole.extractfile(member) if member.isfile() else None
+            if kind == "manifest-only" and member.name != "manifest.json":
+                continue
+            if kind == "no-base-layer" and member.name.startswith(layers[0].split("/")[0]):
+                continue  # the base layer's directory, as if it were left out
+            if kind == "tampered-layer" and member.name == layers[1] and data is not None:
+                content = bytearray(data.read())
+                content[len(content) // 2] ^= 1  # one bit of one file in the layer
+                data = io.BytesIO(bytes(content))
+            if kind == "forged-config" and member.name == config_name and data is not None:
+                # Another image's config under the sample's id: a run must not judge the
+                # sample (in the engine under that id) in its place.
+                config = json.loads(data.read())
+                config["config"]["Env"] = [*config["config"].get("Env", []), "FORGED=1"]
+                content = json.dumps(config).encode()
+                member.size = len(content)
+                data = io.BytesIO(content)
+            out.addfile(member, data)
+
+
+def _member_bytes(archive: Path, name: str) -> bytes:
+    with tarfile.open(archive) as whole:
+        extracted = whole.extractfile(name)
+        assert extracted is not None
+        return extracted.read()
+
+
+def _damaged_tar(kind: str):  # type: ignore[no-untyped-def]
+    def prepare(handle: Handle) -> dict[str, str]:
+        handle.ctx.resources.sample(build.CONFORMANT.name)  # and its TAR
+        write_damaged(build.CONFORMANT_TAR, handle.cwd / "model.tar", kind)
+        handle.facts["image_id"] = build.CONFORMANT_TAR.with_suffix(".id").read_text()
+        handle.facts["present_before"] = image_present(handle.facts["image_id"])
+        return {}
+
+    return prepare
+
+
+DAMAGED_TARS = {
+    kind: Run(
+        f"tar-{kind}",
+        ("--model-tar=model.tar", WITH_ONE_CASE),
+        prepare=_damaged_tar(kind),
+        after=_after_tar,
+        cost=3,
+    )
+    for kind in ("manifest-only", "no-base-layer", "tampered-layer", "forged-config")
+}
+
+
+def _gzipped_tar(handle: Handle) -> dict[str, str]:
+    saved = Path(handle.ctx.resources.tar("tiny-gzipped"))
+    handle.facts["image_id"] = handle.ctx.resources.image_ids["tiny-gzipped"]
+    with saved.open("rb") as plain, gzip.open(handle.cwd / "model.tar.gz", "wb") as packed:
+        shutil.copyfileobj(plain, packed)
+    return {}
+
+
+# docker save | gzip: checked through the decompression, then loaded and removed.
+GZIPPED_TAR = Run(
+    "tar-gzipped", ("--model-tar=model.tar.gz",), prepare=_gzipped_tar, after=_after_tar, cost=4
+)
+# Paths that are no archive file: a pipe (standard input) and a directory.
+TAR_STDIN = Run("tar-stdin", ("--model-tar=/dev/stdin",), stdin="model weights, surely\n", cost=2)
+TAR_DIRECTORY = Run("tar-directory", ("--model-tar={dir}/work",), cost=2)
+
+
+def _killed_loading_tar(ctx: Context) -> dict[str, Result]:
+    """A run SIGKILLed as soon as its TAR's image is in the engine: its mark is already there,
+    and the next run removes both."""
+    tar = ctx.resources.tar("fresh-killed")
+    image_id = ctx.resources.image_ids["fresh-killed"]
+    client = engine.client()
+    try:
+
+        def loaded() -> bool:
+            try:
+                client.images.get(image_id)
+            except docker.errors.ImageNotFound:
+                return False
+            return True
+
+        def marks() -> list[str]:
+            return [
+                v.name for v in client.volumes.list(filters={"label": f"{LOADED_IMAGE_LABEL}={image_id}"})
+            ]
+
+        killed = ctx.launch(Run("killed-loading-tar", (f"--model-tar={tar}",)))
+        killed.wait_until(loaded, "loading its image", timeout=180)
+        marked = marks()  # at once: the harness is still preparing the image
+        assert killed.process is not None
+        killed.process.kill()
+        first = ctx.finish(killed, expect_leftovers=True)
+        first.facts.update(marks_when_loaded=marked, marks_after_kill=marks(), loaded_after_kill=loaded())
+        after = ctx.execute(Run("after-killed-loading-tar", ("--model-image", LANGID_ARG)))
+        # Whichever run reaped them (any later run may), they must be gone now.
+        first.facts.update(marks_left=marks(), image_left=loaded())
+        for name in marks():
+            with contextlib.suppress(docker.errors.NotFound):
+                client.volumes.get(name).remove(force=True)
+        for record in killed.containers():
+            with contextlib.suppress(docker.errors.NotFound):
+                client.api.remove_container(record.id, force=True, v=True)
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            client.images.remove(image_id, force=True)
+        return {"killed": first, "next": after}
+    finally:
+        client.close()
+
+
+KILLED_LOADING_TAR = Scenario("killed-loading-tar", _killed_loading_tar, cost=10)
 
 
 def _catalog() -> list[Run | Scenario]:
