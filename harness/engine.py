@@ -229,5 +229,3 @@ def connect_failure(exc: OSError, timeout: float) -> str:
     if isinstance(exc, socket.gaierror):
         return "the host name does not resolve"
     return exc.strerror or str(exc) or type(exc).__name__
-
-

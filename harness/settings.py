@@ -145,9 +145,7 @@ def addoption(parser: pytest.Parser) -> None:
             )
             parser.addini(dest, option.help, type="linelist", default=[])
         elif option.kind == "flag":
-            group.addoption(
-                option.flag, action="store_true", dest=dest, default=False, help=cli_help(option)
-            )
+            group.addoption(option.flag, action="store_true", dest=dest, default=False, help=cli_help(option))
             if option.ini:
                 parser.addini(dest, option.help, type="bool", default=False)
         else:
