@@ -104,6 +104,13 @@ SAMPLES: tuple[Sample, ...] = (
         "",
         hostile="/run litters the parents of the job's input and output directories with directories",
     ),
+    Sample("broken-ignores-output-dir", "/run writes its output to dirname(input)/out, not to its output"),
+    Sample("langid-hard-link-output", ""),  # results.json a hard link to the file it wrote first
+    Sample(
+        "hostile-huge-undeclared-output",
+        "",
+        hostile="/run leaves an undeclared 32 GiB sparse file beside its results.json",
+    ),
 )
 CONFORMANT = SAMPLES[0]
 CONFORMANT_TAR = TAR_DIR / f"{CONFORMANT.name}.tar"
