@@ -73,7 +73,7 @@ def per_job(client: docker.DockerClient, count: int) -> dict[str, float]:
                 ["sh", "-c", f"printf '%s' '{SMALL_OUTPUT.decode()}' > {dirs.output_dir}/results.json"]
             )
             began = time.perf_counter()
-            outputs, _ = jobs.collect(container, dirs, {"results.json": 0})
+            outputs = jobs.read_outputs(container, dirs.output_dir, {"results.json": 0})
             api.append(staged + time.perf_counter() - began)
             assert outputs["results.json"].content == SMALL_OUTPUT, outputs
         # As the battery does it: every job's inputs in one copy, then one read back per job.
@@ -82,7 +82,7 @@ def per_job(client: docker.DockerClient, count: int) -> dict[str, float]:
         batched = time.perf_counter() - began
         for dirs in batch:
             began = time.perf_counter()
-            jobs.collect(container, dirs, {"results.json": 0})
+            jobs.read_outputs(container, dirs.output_dir, {"results.json": 0})
             batched += time.perf_counter() - began
         # The engine's own floor: one PUT and one GET of the archive endpoint, bare docker SDK.
         floor: list[float] = []
@@ -136,7 +136,7 @@ def big_input(client: docker.DockerClient, mib: int, runs: int, workdir: Path) -
             began = time.perf_counter()
             dirs = jobs.stage(container, {"input.bin": source})
             ours.append(time.perf_counter() - began)
-            container.container.exec_run(["rm", "-rf", dirs.root])
+            container.container.exec_run(["rm", "-rf", dirs.input_dir, dirs.output_dir])
             container.container.exec_run(["mkdir", "-p", "/psc-cp"])
             began = time.perf_counter()
             subprocess.run(

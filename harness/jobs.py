@@ -1,10 +1,14 @@
 """The files of one /run job: inputs copied into the container, outputs read back, both
 through the engine's archive endpoint (docs/contract.md#run-job).
 
-Each job gets fresh directories under a random name, created by the harness itself, so
-nothing the model left from an earlier job can be mistaken for this job's, or break it.
+Each job gets fresh directories, created by the harness itself, so nothing the model left
+from an earlier job can be mistaken for this job's, or break it. The input and the output
+directory have unrelated random names: a model that ignores the job's ``output`` and
+writes next to its input finds no output directory there.
 An output is a regular file directly inside the job's output directory; a link, a
-directory or a special file is reported as what it is, and never followed.
+directory or a special file is reported as what it is, and never followed. Each declared
+output is read on its own (one archive of that path: a hard link is sent as the file it
+is), and the directory's other entries are only listed, header by header, never read.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import hashlib
 import secrets
 import tarfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -26,8 +30,10 @@ IN_MEMORY = 8 * 2**20  # a job's input archive up to this size is sent as one bo
 READ_CHUNK = 2**20
 END_BLOCKS = 2 * tarfile.BLOCKSIZE  # a TAR ends with two zero blocks
 OUTPUT_KEEP = 32 * 2**20  # the most of one output held in memory
-OUTPUT_SKIP = 256 * 2**20  # an oversized output larger than this ends the reading of the archive
+OUTPUT_SKIP = 256 * 2**20  # an output larger than this is neither held nor hashed, only measured
 LISTED_OUTPUTS = 100  # names of undeclared outputs kept for the report
+LIST_BYTES = 4 * 2**20  # the most of the directory's archive read to list its entries
+LIST_SECONDS = 10.0  # and the longest time spent listing them
 
 
 @dataclass
@@ -35,7 +41,7 @@ class OutputFile:
     """One entry of the job's output directory, as the engine archived it."""
 
     name: str
-    kind: str  # "file", "link", "directory", "special" or "missing" (or "unread")
+    kind: str  # "file", "link", "directory", "special" or "missing"
     size: int = 0
     content: bytes | None = None  # the whole content, when it is a file of at most the cap
     sha256: str | None = None
@@ -45,7 +51,7 @@ class OutputFile:
         return self.kind == "file"
 
     def exists(self) -> bool:
-        return self.kind not in ("missing", "unread")
+        return self.kind != "missing"
 
     def read_bytes(self) -> bytes:
         if self.kind != "file":
@@ -64,8 +70,6 @@ class OutputFile:
             return "a directory, not a file"
         if self.kind == "special":
             return "a special file (FIFO or device), not a regular file"
-        if self.kind == "unread":
-            return "not read: an earlier output was too large"
         if self.kind == "missing":
             return "not written"
         return f"a file of {self.size} bytes"
@@ -76,22 +80,27 @@ class JobResult:
     exchange: Exchange
     input_dir: str  # inside the container
     output_dir: str
-    # Reads the output directory back: at once after a 200, on first use otherwise.
-    reader: Callable[[], tuple[dict[str, OutputFile], list[str]]] | None = None
-    _read: tuple[dict[str, OutputFile], list[str]] | None = None
+    # Reads the declared outputs back: at once after a 200, on first use otherwise.
+    reader: Callable[[], dict[str, OutputFile]] | None = None
+    # Lists the other entries: only when asked for (each archive read costs the engine a mount).
+    lister: Callable[[], list[str]] | None = None
+    _outputs: dict[str, OutputFile] | None = None
+    _undeclared: list[str] | None = None
 
     def read(self) -> tuple[dict[str, OutputFile], list[str]]:
-        if self._read is None:
-            self._read = self.reader() if self.reader is not None else ({}, [])
-        return self._read
+        return self.outputs, self.undeclared
 
     @property
     def outputs(self) -> dict[str, OutputFile]:
-        return self.read()[0]
+        if self._outputs is None:
+            self._outputs = self.reader() if self.reader is not None else {}
+        return self._outputs
 
     @property
     def undeclared(self) -> list[str]:
-        return self.read()[1]
+        if self._undeclared is None:
+            self._undeclared = self.lister() if self.lister is not None else []
+        return self._undeclared
 
     def output(self, name: str) -> OutputFile:
         return self.outputs.get(name) or OutputFile(name, "missing")
@@ -99,7 +108,6 @@ class JobResult:
 
 @dataclass(frozen=True)
 class JobDirs:
-    root: str
     input_dir: str
     output_dir: str
 
@@ -112,11 +120,12 @@ def stage(container: ModelContainer, inputs: Mapping[str, bytes | Path]) -> JobD
 def stage_many(container: ModelContainer, jobs: Sequence[Mapping[str, bytes | Path]]) -> list[JobDirs]:
     """Create several jobs' directories with one copy into the container (each copy costs
     the engine a mount of the container's file system, whatever its size)."""
-    names = [f"psc-job-{secrets.token_hex(8)}" for _ in jobs]
-    archive = _InputArchive(list(zip(names, jobs, strict=True)), time.time())
+    # Independent tokens: neither directory's path can be told from the other's.
+    dirs = [JobDirs(f"/psc-in-{secrets.token_hex(8)}", f"/psc-out-{secrets.token_hex(8)}") for _ in jobs]
+    archive = _InputArchive(list(zip(dirs, jobs, strict=True)), time.time())
     # Small: one body in memory. Large: streamed as it is read, never spooled to the host's disk.
     container.put_archive("/", archive.read_all() if len(archive) <= IN_MEMORY else archive)
-    return [JobDirs(f"/{name}", f"/{name}/in", f"/{name}/out") for name in names]
+    return dirs
 
 
 class _InputArchive:
@@ -125,15 +134,16 @@ class _InputArchive:
     The model may run as any user: inputs are readable, the output directory writable.
     """
 
-    def __init__(self, jobs: Sequence[tuple[str, Mapping[str, bytes | Path]]], now: float) -> None:
+    def __init__(self, jobs: Sequence[tuple[JobDirs, Mapping[str, bytes | Path]]], now: float) -> None:
         self._entries: list[tuple[bytes, bytes | Path | None, int]] = []
-        for name, inputs in jobs:
-            for directory, mode in ((name, 0o755), (f"{name}/in", 0o755), (f"{name}/out", 0o777)):
+        for dirs, inputs in jobs:
+            in_name, out_name = dirs.input_dir.lstrip("/"), dirs.output_dir.lstrip("/")
+            for directory, mode in ((in_name, 0o755), (out_name, 0o777)):
                 info = tarfile.TarInfo(directory)
                 info.type, info.mode, info.mtime = tarfile.DIRTYPE, mode, now
                 self._entries.append((_header(info), None, 0))
             for file_name, content in inputs.items():
-                info = tarfile.TarInfo(f"{name}/in/{file_name}")
+                info = tarfile.TarInfo(f"{in_name}/{file_name}")
                 info.mode, info.mtime = 0o644, now
                 info.size = content.stat().st_size if isinstance(content, Path) else len(content)
                 self._entries.append((_header(info), content, info.size))
@@ -179,36 +189,71 @@ def _file_chunks(path: Path, size: int) -> Iterator[bytes]:
 def collect(
     container: ModelContainer, dirs: JobDirs, caps: Mapping[str, int], default_cap: int = OUTPUT_KEEP
 ) -> tuple[dict[str, OutputFile], list[str]]:
-    """The entries of the job's output directory: the declared ones by name, and the others' names.
+    """The declared outputs by name, and the names of the directory's other entries."""
+    return read_outputs(container, dirs.output_dir, caps, default_cap), list_undeclared(
+        container, dirs.output_dir, caps
+    )
+
+
+def read_outputs(
+    container: ModelContainer, output_dir: str, caps: Mapping[str, int], default_cap: int = OUTPUT_KEEP
+) -> dict[str, OutputFile]:
+    """Each declared output, read from an archive of its own path: one engine call per output.
 
     A file is held whole only when it is within its cap (its declared maxSize, at most
     OUTPUT_KEEP); a larger one is measured and hashed as it streams by, or, past
-    OUTPUT_SKIP, ends the reading.
+    OUTPUT_SKIP, only measured. Nothing else of the directory is read: an undeclared
+    file, however large, costs nothing.
     """
-    found: dict[str, OutputFile] = {}
-    others: list[str] = []
-    with container.read_archive(dirs.output_dir) as archive:
+    return {
+        name: read_output(container, output_dir, name, min(cap, OUTPUT_KEEP) if cap else default_cap)
+        for name, cap in caps.items()
+    }
+
+
+def read_output(container: ModelContainer, output_dir: str, name: str, cap: int) -> OutputFile:
+    if "/" in name or name in ("", ".", ".."):
+        raise ValueError(f"an output is a file name, not a path: {name!r}")
+    # The engine archives the path itself without following it: a link or a FIFO is one
+    # header, a directory is judged by its first member, and the stream is closed there.
+    with container.read_archive(f"{output_dir}/{name}") as archive:
         if archive is None:
-            return found, others
-        for member in archive:
-            parts = member.name.split("/")
-            if len(parts) != 2 or not parts[1]:
-                continue  # the directory itself, or something nested deeper
-            name = parts[1]
-            if name not in caps:
-                if len(others) < LISTED_OUTPUTS:
-                    others.append(name)
-                continue
-            entry = _entry(archive, member, name, min(caps[name], OUTPUT_KEEP) if caps[name] else default_cap)
-            found[name] = entry
-            if entry.is_file() and entry.sha256 is None:
-                for rest in caps:
-                    found.setdefault(rest, OutputFile(rest, "unread"))
+            return OutputFile(name, "missing")
+        member = archive.next()
+        if member is None:
+            return OutputFile(name, "missing")
+        return _entry(archive, member, name, cap)
+
+
+def list_undeclared(container: ModelContainer, output_dir: str, declared: Iterable[str]) -> list[str]:
+    """The names of the output directory's other entries, from their headers only.
+
+    The archive of a directory carries each file's content after its header: the listing
+    stops before the first content that would take it past LIST_BYTES (a model may leave
+    a 32 GiB sparse file there), after LIST_SECONDS, or at LISTED_OUTPUTS names.
+    """
+    known = set(declared)
+    others: list[str] = []
+    deadline = time.monotonic() + LIST_SECONDS
+    with container.read_archive(output_dir) as archive:
+        if archive is None:
+            return others
+        while len(others) < LISTED_OUTPUTS and time.monotonic() < deadline:
+            member = archive.next()
+            if member is None:
                 break
-    return found, others
+            parts = member.name.split("/")
+            if len(parts) == 2 and parts[1] and parts[1] not in known:
+                others.append(parts[1])
+            if member.offset_data + member.size > LIST_BYTES:
+                break  # the next header lies beyond this content: never read through it
+    return others
 
 
 def _entry(archive: tarfile.TarFile, member: tarfile.TarInfo, name: str, cap: int) -> OutputFile:
+    # A hard-link member's content is that of an earlier member of the same archive; the
+    # archive of one path has none, so such a member (never the engine's way of sending a
+    # hard-linked file on its own) is refused, its target never looked up anywhere.
     if member.issym() or member.islnk():
         return OutputFile(name, "link", link_target=member.linkname[:256])
     if member.isdir():
@@ -217,7 +262,7 @@ def _entry(archive: tarfile.TarFile, member: tarfile.TarInfo, name: str, cap: in
         return OutputFile(name, "special")
     entry = OutputFile(name, "file", size=member.size)
     if member.size > OUTPUT_SKIP:
-        return entry  # neither held nor hashed: sha256 None tells the caller to stop here
+        return entry  # neither held nor hashed (sha256 None), and the stream is closed unread
     stream = archive.extractfile(member)
     assert stream is not None
     digest = hashlib.sha256()

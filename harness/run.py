@@ -426,11 +426,15 @@ class ImageRun:
             details.update(httpStatus=exchange.status, outcome=exchange.outcome.value)
         caps = {k: v or 0 for k, v in self.metadata.output_max.items()} if self.metadata else {}
         result = jobs.JobResult(
-            exchange, dirs.input_dir, dirs.output_dir, lambda: jobs.collect(container, dirs, caps)
+            exchange,
+            dirs.input_dir,
+            dirs.output_dir,
+            lambda: jobs.read_outputs(container, dirs.output_dir, caps),
+            lambda: jobs.list_undeclared(container, dirs.output_dir, caps),
         )
         if exchange.status == 200 and exchange.answered:
             # Outputs are recorded after a success, as on the platform; an error's are read
-            # only if asked for (each read of the directory costs the engine a mount).
+            # only if asked for (each read of an output costs the engine a mount).
             with timed(steps, *next(number)) as details:
                 details["outputs"] = sorted(n for n, o in result.outputs.items() if o.exists())
             number_, name_, percentage = next(number)

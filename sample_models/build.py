@@ -106,6 +106,13 @@ SAMPLES: tuple[Sample, ...] = (
     ),
     # Conformant: results.json padded to 33 MiB, more than the harness holds of an output.
     Sample("langid-big-output", "", model_yaml="big-output.yaml"),
+    Sample("broken-ignores-output-dir", "/run writes its output to dirname(input)/out, not to its output"),
+    Sample("langid-hard-link-output", ""),  # results.json a hard link to the file it wrote first
+    Sample(
+        "hostile-huge-undeclared-output",
+        "",
+        hostile="/run leaves an undeclared 32 GiB sparse file beside its results.json",
+    ),
 )
 CONFORMANT = SAMPLES[0]
 CONFORMANT_TAR = TAR_DIR / f"{CONFORMANT.name}.tar"

@@ -763,6 +763,37 @@ def _beside_a_live_run(ctx: Context) -> dict[str, Result]:
 
 BESIDE_A_LIVE_RUN = Scenario("beside-a-live-run", _beside_a_live_run, cost=16, waits=True)
 
+# -- a job's directories and its outputs read back ----------------------------------------------------
+
+JOB_OUTPUT_SAMPLES = (
+    "broken-ignores-output-dir",
+    "langid-hard-link-output",
+    "hostile-huge-undeclared-output",
+)
+SAMPLES_WITH_ONE_CASE |= set(JOB_OUTPUT_SAMPLES)
+# Before the per-output reads, the first /run check of hostile-huge-undeclared-output read
+# 32 GiB: a timeout far below the per-image bound shows it in minutes, not 440 s.
+SAMPLE_RUNS.update({name: sample_run(name, timeout=150) for name in JOB_OUTPUT_SAMPLES})
+
+LISTING_TESTS = """
+import time
+
+def test_undeclared_entries_are_listed_unread(model_job):
+    result = model_job({"input.txt": "Hello, how are you today? I hope all is well.".encode()})
+    assert result.exchange.status == 200
+    assert result.output("results.json").is_file()
+    began = time.monotonic()
+    assert result.undeclared == ["cache.bin"]  # 32 GiB, never read
+    assert time.monotonic() - began < 10
+"""
+# An author's test asks for the names the battery never lists.
+UNDECLARED_LISTING = Run(
+    "undeclared-listing",
+    ("--model-image", image("hostile-huge-undeclared-output")),
+    files=(("work/test_listing.py", LISTING_TESTS),),
+    timeout=150,
+)
+
 
 # -- comparing outputs: tolerances, the author's hook, kept outputs, outputs over 32 MiB ---------
 

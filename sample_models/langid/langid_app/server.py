@@ -51,6 +51,7 @@ HUGE_OUTPUT_BYTES = 3 * 2**30
 LITTER_PER_RUN = 50
 HOSTILE_OUTPUTS = ("hostile-output-symlink", "hostile-output-fifo", "hostile-huge-output")
 BIG_OUTPUT_BYTES = 33 * 2**20  # langid-big-output: more than the 32 MiB the harness holds of an output
+UNDECLARED_BYTES = 32 * 2**30
 
 
 def trickle(response: Response) -> Response:
@@ -213,6 +214,9 @@ def create_app(variant: str, ready_at: float) -> Flask:
             if not isinstance(job.get(key), str) or not job[key]:
                 raise JobError(400, f"'{key}' must be a directory path (a string)")
         output = Path(job["output"])
+        if variant == "broken-ignores-output-dir":
+            # Assumes the output directory is the input's sibling named "out".
+            output = Path(os.path.join(os.path.dirname(job["input"]), "out"))
         try:
             output.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -256,8 +260,16 @@ def create_app(variant: str, ready_at: float) -> Flask:
                         write_padded(output_dir / out_name, result)
                     elif variant in HOSTILE_OUTPUTS:
                         write_hostile_output(variant, output_dir / out_name, text)
+                    elif variant == "langid-hard-link-output":
+                        # Written under another name first (one that the engine archives
+                        # before results.json), then linked: two names, one regular file.
+                        (output_dir / f".{out_name}.part").write_text(text)
+                        os.link(output_dir / f".{out_name}.part", output_dir / out_name)
                     else:
                         (output_dir / out_name).write_text(text)
+                    if variant == "hostile-huge-undeclared-output":
+                        with (output_dir / "cache.bin").open("wb") as scratch:
+                            scratch.truncate(UNDECLARED_BYTES)  # sparse: it costs no disk
                 except OSError as exc:
                     raise JobError(400, f"cannot write '{out_name}': {exc.strerror}") from None
         except JobError as exc:
