@@ -734,6 +734,11 @@ def _beside_a_live_run(ctx: Context) -> dict[str, Result]:
 
 BESIDE_A_LIVE_RUN = Scenario("beside-a-live-run", _beside_a_live_run, cost=16, waits=True)
 
+# -- what a person sees: checks not run, told apart from skips ---------------------------------------
+
+# Under xdist (reports travel from the worker) and with -rs: the checks not run are listed too.
+NOT_RUN_XDIST_RS = sample_run("broken-exit-at-start", "-n", "1", "-rs", suffix="-xdist-rs")
+
 
 def _catalog() -> list[Run | Scenario]:
     found: list[Run | Scenario] = []

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
+import xml.etree.ElementTree as ET
 from datetime import datetime
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -219,3 +222,110 @@ def test_html_report_shows_verdict_and_timeline(harness: HarnessRuns) -> None:
     # Self-contained: no stylesheet or script is fetched from elsewhere.
     html = page.read_text()
     assert "<link " not in html and 'src="http' not in html
+
+
+# -- checks not run, told apart from skips; the platform's words explained -------------------------
+
+
+def html_rows(page: Path) -> dict[str, dict[str, Any]]:
+    """pytest-html's rows, by test id, from the data its script draws the table with."""
+    blob = re.search(r'data-jsonblob="([^"]*)"', page.read_text())
+    assert blob is not None
+    tests = json.loads(unescape(blob[1]))["tests"]
+    return {test_id: row for test_id, rows in tests.items() for row in rows}
+
+
+def filter_counts(page: Path) -> dict[str, str]:
+    """The filter boxes above the table: result -> its text ("16 Not run,")."""
+    box = re.compile(r'data-test-result="([\w-]+)"[^>]*>\s*<span class="[\w-]+">([^<]*)</span>')
+    return dict(box.findall(page.read_text()))
+
+
+@pytest.mark.harness(runs.SAMPLE_RUNS["broken-never-ready"])
+def test_checks_not_run_are_counted_apart_in_the_terminal_junit_and_html(harness: HarnessRuns) -> None:
+    result = harness(runs.SAMPLE_RUNS["broken-never-ready"])
+    not_run = result.with_outcome("not-run")
+    assert len(not_run) >= 10 and result.with_outcome("skipped") == set(), result.outcomes()
+    label = runs.tag("broken-never-ready")
+    # The terminal: their own word on each -v line, their own count in the summary line.
+    assert {node for node, seen in result.verbose.items() if seen == "not run"} == {
+        f"{label}::{check}" for check in not_run
+    }, result.stdout
+    summary = result.stdout.strip().splitlines()[-1]
+    counts = f"{len(result.with_outcome('failed'))} failed, {len(result.with_outcome('passed'))} passed"
+    assert f" {counts}, {len(not_run)} not run in " in summary, summary
+    assert "skipped" not in summary
+    # JUnit: still <skipped> (JUnit has no such state), of type not-run, counted apart.
+    assert result.report_dir is not None
+    assert {name for name, seen in result.junit.items() if seen == "not-run"} == not_run
+    suite = ET.parse(result.report_dir / "junit.xml").getroot().find("testsuite")
+    assert suite is not None and suite.get("skipped") == str(len(not_run))
+    properties = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert properties["psc_not_run"] == str(len(not_run))
+    messages = {s.get("message") for s in suite.iter("skipped")}
+    assert messages == {"not run: the model never became ready (see status.ready)"}, messages
+    # HTML: their own result class in the table, their own box and count above it.
+    page = result.report_dir / "conformance.html"
+    rows = html_rows(page)
+    for check in not_run:
+        assert 'class="col-result psc-not-run"' in rows[f"{label}::{check}"]["resultsTableRow"][0]
+    assert 'psc-not-run"' not in rows[f"{label}::status.ready"]["resultsTableRow"][0]
+    counts = filter_counts(page)
+    assert counts["not-run"] == f"{len(not_run)} Not run,"
+    assert counts["skipped"] == "0 Skipped,"
+    # No evidence of exchanges they did not make: the failed check has its /status exchange,
+    # the checks not run (which asked whether the model was ready) have none.
+    assert "→" in rows[f"{label}::status.ready"]["log"]
+    for check in not_run:
+        assert "→" not in rows[f"{label}::{check}"]["log"], check
+        assert not result.checks()[check].get("evidence")
+
+
+@pytest.mark.harness(runs.SAMPLE_RUNS["broken-never-ready"])
+def test_checks_not_run_read_not_run_in_a_browser(harness: HarnessRuns) -> None:
+    result = harness(runs.SAMPLE_RUNS["broken-never-ready"])
+    assert result.report_dir is not None
+    not_run = result.with_outcome("not-run")
+    dom = browse(result.report_dir / "conformance.html", ARTIFACTS / "conformance-report-not-run.png")
+    assert dom.count('<tbody class="results-table-row not-run"') == len(not_run)
+    assert len(re.findall(r'<td class="col-result[^"]*psc-not-run[^"]*">Not run</td>', dom)) == len(not_run)
+    assert '<tbody class="results-table-row skipped"' not in dom
+    assert '<span class="not-run">' in dom
+
+
+@pytest.mark.harness(runs.NOT_RUN_XDIST_RS)
+def test_checks_not_run_are_listed_with_their_reason_under_xdist(harness: HarnessRuns) -> None:
+    result = harness(runs.NOT_RUN_XDIST_RS)
+    assert result.returncode == 1, result
+    not_run = result.with_outcome("not-run")
+    assert {"image.port-env", "shutdown.exit-code"} <= not_run
+    label = runs.tag("broken-exit-at-start")
+    # -v under xdist: "[gw0] [ 42%] NOT RUN <node id>".
+    assert {node for node, seen in result.verbose.items() if seen == "not run"} == {
+        f"{label}::{check}" for check in not_run
+    }, result.stdout
+    # -rs: each listed with its reason, as pytest lists skips.
+    listed = result.stdout.split("= checks not run =", 1)[1].splitlines()
+    for check in not_run:
+        line = next(line for line in listed if line.startswith(f"NOT RUN {label}::{check} - "))
+        assert line.endswith(result.checks()[check]["message"].removeprefix("not run: ")), line
+    assert "exited (code 3)" in result.stdout
+    counts = f"{len(result.with_outcome('failed'))} failed, {len(result.with_outcome('passed'))} passed"
+    assert f" {counts}, {len(not_run)} not run in " in result.stdout.strip().splitlines()[-1]
+    assert result.junit and {n for n, seen in result.junit.items() if seen == "not-run"} == not_run
+
+
+@pytest.mark.harness(runs.SAMPLE_RUNS["broken-status-html"])
+def test_checks_that_do_not_apply_stay_skipped(harness: HarnessRuns) -> None:
+    result = harness(runs.SAMPLE_RUNS["broken-status-html"])  # no --model-data: the case checks skip
+    skipped = result.with_outcome("skipped")
+    assert {"run.example", "run.validation-error"} <= skipped, result.outcomes()
+    label = runs.tag("broken-status-html")
+    assert {node for node, seen in result.verbose.items() if seen == "skipped"} == {
+        f"{label}::{check}" for check in skipped
+    }
+    assert {name for name, seen in result.junit.items() if seen == "skipped"} == skipped
+    assert result.report_dir is not None
+    rows = html_rows(result.report_dir / "conformance.html")
+    for check in skipped:
+        assert rows[f"{label}::{check}"]["resultsTableRow"][0] == '<td class="col-result">Skipped</td>'
