@@ -329,3 +329,45 @@ def test_checks_that_do_not_apply_stay_skipped(harness: HarnessRuns) -> None:
     rows = html_rows(result.report_dir / "conformance.html")
     for check in skipped:
         assert rows[f"{label}::{check}"]["resultsTableRow"][0] == '<td class="col-result">Skipped</td>'
+
+
+def container_image_meanings(page: Path) -> dict[str, str]:
+    """The container image table of the summary: field -> what the page says it means."""
+    table = page.read_text().split("<table class='psc-container-image'>", 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r"<tr><th>(\w+)</th><td>[^<]*</td><td class='psc-meaning'>(.*?)</td></tr>", table)
+    return {name: re.sub(r"<[^>]+>", "", meaning) for name, meaning in rows}
+
+
+def load_caption(page: Path) -> str:
+    caption = re.search(r"<p class='psc-caption psc-load-caption'>(.*?)</p>", page.read_text())
+    assert caption is not None
+    return re.sub(r"<[^>]+>", "", unescape(caption[1]))
+
+
+@pytest.mark.harness(runs.CONFORMANT, runs.SAMPLE_RUNS["broken-never-ready"])
+def test_html_explains_the_platforms_words(harness: HarnessRuns) -> None:
+    ready = harness(runs.CONFORMANT)
+    assert ready.report_dir is not None
+    page = ready.report_dir / "conformance.html"
+    meanings = container_image_meanings(page)
+    assert set(meanings) == set(ready.json["containerImage"])
+    assert ready.json["containerImage"]["uploadStatus"] == "Checking status endpoint"
+    assert "before the load ended Ready" in meanings["uploadStatus"]
+    assert "nothing is still under way" in meanings["uploadStatus"]
+    assert "answered GET /status with 200" in meanings["loadStatus"]
+    assert "already in the Docker engine" in meanings["uploadPercentage"]
+    assert "nothing was uploaded" in meanings["uploadPercentage"]
+    assert "not a score" in meanings["loadPercentage"] and "100 only when ready" in meanings["loadPercentage"]
+    caption = load_caption(page)
+    assert "Uploading container image 0%" in caption and "Ready 100%" in caption
+    assert "already in the Docker engine" in caption and "nothing to upload" in caption
+    assert "platform shows for your image" in page.read_text()
+
+    failed = harness(runs.SAMPLE_RUNS["broken-never-ready"])
+    assert failed.report_dir is not None
+    page = failed.report_dir / "conformance.html"
+    meanings = container_image_meanings(page)
+    assert "before the load ended Failed" in meanings["uploadStatus"]
+    assert "technicalInformation says why" in meanings["loadStatus"]
+    assert "keeps the percentage of the step it failed in" in meanings["loadPercentage"]
+    assert "failed at 66%, during step 3 Checking status endpoint" in load_caption(page)
