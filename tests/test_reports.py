@@ -241,13 +241,20 @@ def filter_counts(page: Path) -> dict[str, str]:
     return dict(box.findall(page.read_text()))
 
 
-@pytest.mark.harness(runs.SAMPLE_RUNS["broken-never-ready"])
-def test_checks_not_run_are_counted_apart_in_the_terminal_junit_and_html(harness: HarnessRuns) -> None:
-    result = harness(runs.SAMPLE_RUNS["broken-never-ready"])
+NEVER_READY = runs.SAMPLE_RUNS["broken-never-ready"]  # every check after status.ready is not run
+
+
+def never_ready_not_run(harness: HarnessRuns) -> tuple[Result, set[str], str]:
+    result = harness(NEVER_READY)
     not_run = result.with_outcome("not-run")
     assert len(not_run) >= 10 and result.with_outcome("skipped") == set(), result.outcomes()
-    label = runs.tag("broken-never-ready")
-    # The terminal: their own word on each -v line, their own count in the summary line.
+    return result, not_run, runs.tag("broken-never-ready")
+
+
+@pytest.mark.harness(NEVER_READY)
+def test_checks_not_run_are_counted_apart_in_the_terminal(harness: HarnessRuns) -> None:
+    result, not_run, label = never_ready_not_run(harness)
+    # Their own word on each -v line, their own count in the summary line.
     assert {node for node, seen in result.verbose.items() if seen == "not run"} == {
         f"{label}::{check}" for check in not_run
     }, result.stdout
@@ -255,7 +262,13 @@ def test_checks_not_run_are_counted_apart_in_the_terminal_junit_and_html(harness
     counts = f"{len(result.with_outcome('failed'))} failed, {len(result.with_outcome('passed'))} passed"
     assert f" {counts}, {len(not_run)} not run in " in summary, summary
     assert "skipped" not in summary
-    # JUnit: still <skipped> (JUnit has no such state), of type not-run, counted apart.
+    assert result.returncode == 1  # as before: the failure, not the checks not run
+
+
+@pytest.mark.harness(NEVER_READY)
+def test_checks_not_run_are_typed_and_counted_apart_in_the_junit_xml(harness: HarnessRuns) -> None:
+    result, not_run, _ = never_ready_not_run(harness)
+    # Still <skipped> (JUnit has no such state), of type not-run, counted apart.
     assert result.report_dir is not None
     assert {name for name, seen in result.junit.items() if seen == "not-run"} == not_run
     suite = ET.parse(result.report_dir / "junit.xml").getroot().find("testsuite")
@@ -264,7 +277,12 @@ def test_checks_not_run_are_counted_apart_in_the_terminal_junit_and_html(harness
     assert properties["psc_not_run"] == str(len(not_run))
     messages = {s.get("message") for s in suite.iter("skipped")}
     assert messages == {"not run: the model never became ready (see status.ready)"}, messages
-    # HTML: their own result class in the table, their own box and count above it.
+
+
+@pytest.mark.harness(NEVER_READY)
+def test_checks_not_run_have_their_own_class_and_count_in_the_html(harness: HarnessRuns) -> None:
+    result, not_run, label = never_ready_not_run(harness)
+    assert result.report_dir is not None
     page = result.report_dir / "conformance.html"
     rows = html_rows(page)
     for check in not_run:
@@ -273,19 +291,25 @@ def test_checks_not_run_are_counted_apart_in_the_terminal_junit_and_html(harness
     counts = filter_counts(page)
     assert counts["not-run"] == f"{len(not_run)} Not run,"
     assert counts["skipped"] == "0 Skipped,"
-    # No evidence of exchanges they did not make: the failed check has its /status exchange,
-    # the checks not run (which asked whether the model was ready) have none.
+
+
+@pytest.mark.harness(NEVER_READY)
+def test_checks_not_run_carry_no_evidence(harness: HarnessRuns) -> None:
+    result, not_run, label = never_ready_not_run(harness)
+    assert result.report_dir is not None
+    rows = html_rows(result.report_dir / "conformance.html")
+    # The failed check shows its /status exchange; the checks not run (which asked whether
+    # the model was ready before they stopped) show none.
     assert "→" in rows[f"{label}::status.ready"]["log"]
     for check in not_run:
         assert "→" not in rows[f"{label}::{check}"]["log"], check
         assert not result.checks()[check].get("evidence")
 
 
-@pytest.mark.harness(runs.SAMPLE_RUNS["broken-never-ready"])
+@pytest.mark.harness(NEVER_READY)
 def test_checks_not_run_read_not_run_in_a_browser(harness: HarnessRuns) -> None:
-    result = harness(runs.SAMPLE_RUNS["broken-never-ready"])
+    result, not_run, _ = never_ready_not_run(harness)
     assert result.report_dir is not None
-    not_run = result.with_outcome("not-run")
     dom = browse(result.report_dir / "conformance.html", ARTIFACTS / "conformance-report-not-run.png")
     assert dom.count('<tbody class="results-table-row not-run"') == len(not_run)
     assert len(re.findall(r'<td class="col-result[^"]*psc-not-run[^"]*">Not run</td>', dom)) == len(not_run)
@@ -344,7 +368,7 @@ def load_caption(page: Path) -> str:
     return re.sub(r"<[^>]+>", "", unescape(caption[1]))
 
 
-@pytest.mark.harness(runs.CONFORMANT, runs.SAMPLE_RUNS["broken-never-ready"])
+@pytest.mark.harness(runs.CONFORMANT, NEVER_READY)
 def test_html_explains_the_platforms_words(harness: HarnessRuns) -> None:
     ready = harness(runs.CONFORMANT)
     assert ready.report_dir is not None
@@ -363,7 +387,7 @@ def test_html_explains_the_platforms_words(harness: HarnessRuns) -> None:
     assert "already in the Docker engine" in caption and "nothing to upload" in caption
     assert "platform shows for your image" in page.read_text()
 
-    failed = harness(runs.SAMPLE_RUNS["broken-never-ready"])
+    failed = harness(NEVER_READY)
     assert failed.report_dir is not None
     page = failed.report_dir / "conformance.html"
     meanings = container_image_meanings(page)
