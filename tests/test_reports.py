@@ -306,15 +306,39 @@ def test_checks_not_run_carry_no_evidence(harness: HarnessRuns) -> None:
         assert not result.checks()[check].get("evidence")
 
 
+# Unticks the "Not run" box once the page is drawn, then notes the rows still shown.
+UNTICK_NOT_RUN = """<script>
+window.addEventListener('load', () => {
+  document.querySelector('input[data-test-result="not-run"]').click();
+  setTimeout(() => document.body.setAttribute('data-shown', JSON.stringify(
+    [...document.querySelectorAll('tbody.results-table-row')]
+      .filter((row) => getComputedStyle(row).display !== 'none').map((row) => row.id))), 200);
+});
+</script>"""
+
+
 @pytest.mark.harness(NEVER_READY)
-def test_checks_not_run_read_not_run_in_a_browser(harness: HarnessRuns) -> None:
-    result, not_run, _ = never_ready_not_run(harness)
+def test_checks_not_run_read_not_run_in_a_browser(harness: HarnessRuns, tmp_path: Path) -> None:
+    result, not_run, label = never_ready_not_run(harness)
     assert result.report_dir is not None
-    dom = browse(result.report_dir / "conformance.html", ARTIFACTS / "conformance-report-not-run.png")
+    page = result.report_dir / "conformance.html"
+    dom = browse(page, ARTIFACTS / "conformance-report-not-run.png")
     assert dom.count('<tbody class="results-table-row not-run"') == len(not_run)
     assert len(re.findall(r'<td class="col-result[^"]*psc-not-run[^"]*">Not run</td>', dom)) == len(not_run)
     assert '<tbody class="results-table-row skipped"' not in dom
     assert '<span class="not-run">' in dom
+    # Their box above the table hides them, and them alone.
+    unticking = tmp_path / "conformance.html"
+    unticking.write_text(page.read_text().replace("</body>", UNTICK_NOT_RUN + "</body>"))
+    command = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"]
+    dom = subprocess.run(
+        [*command, "--dump-dom", unticking.as_uri()], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    shown = re.search(r'data-shown="([^"]*)"', dom)
+    assert shown is not None, dom[:2000]
+    assert set(json.loads(unescape(shown[1]))) == {
+        f"{label}::{check}" for check in result.outcomes() if check not in not_run
+    }
 
 
 @pytest.mark.harness(runs.NOT_RUN_XDIST_RS)
@@ -337,6 +361,8 @@ def test_checks_not_run_are_listed_with_their_reason_under_xdist(harness: Harnes
     counts = f"{len(result.with_outcome('failed'))} failed, {len(result.with_outcome('passed'))} passed"
     assert f" {counts}, {len(not_run)} not run in " in result.stdout.strip().splitlines()[-1]
     assert result.junit and {n for n, seen in result.junit.items() if seen == "not-run"} == not_run
+    assert result.report_dir is not None  # the controller's HTML knows them from the worker's reports
+    assert filter_counts(result.report_dir / "conformance.html")["not-run"] == f"{len(not_run)} Not run,"
 
 
 @pytest.mark.harness(runs.SAMPLE_RUNS["broken-status-html"])
