@@ -16,6 +16,7 @@ from collections.abc import Generator
 from typing import Any
 
 import pytest
+from _pytest.junitxml import xml_key  # junitxml has no public hook to give a skip its type
 
 from .errors import CheckSkipped, NotRun, SetupError
 
@@ -88,8 +89,6 @@ class NotRunReporting:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if not is_not_run(report):
             return
-        from _pytest.junitxml import xml_key  # junitxml offers no public hook to type a skip
-
         xml = self.config.stash.get(xml_key, None)
         if xml is None:
             return
@@ -101,8 +100,6 @@ class NotRunReporting:
 
     @pytest.hookimpl(tryfirst=True)  # before junitxml writes its file
     def pytest_sessionfinish(self) -> None:
-        from _pytest.junitxml import xml_key
-
         xml = self.config.stash.get(xml_key, None)
         if xml is not None:
             # JUnit has no "not run": the testsuite's skipped count includes them, this says how many.
