@@ -17,7 +17,7 @@ import pytest
 from . import report as report_
 from .collect import CheckItem, battery_for
 from .errors import Nonconformance
-from .outcomes import KIND, NOT_EVALUATED, NOT_RUN
+from .outcomes import KIND, NOT_EVALUATED, NOT_RUN, NOT_RUN_PREFIX
 from .run import ImageRun
 
 JSON_NAME = "conformance.json"
@@ -54,8 +54,12 @@ class ReportCollector:
             report.psc_check = record  # type: ignore[attr-defined]
             report.psc_run = item.run.observed.snapshot()  # type: ignore[attr-defined]
             if report.skipped:
-                # Where a skip is listed (-rs, HTML): the check, not the harness's own code.
-                report.longrepr = (f"{item.run.label}::{item.check.id}", None, record["message"])  # type: ignore[assignment]
+                # Where a skip is listed (-rs, HTML): the check, not the harness's own code. A
+                # check not run is listed as NOT RUN already: its reason alone follows.
+                reason = record["message"]
+                if record["outcome"] == NOT_RUN:
+                    reason = reason.removeprefix(NOT_RUN_PREFIX)
+                report.longrepr = (f"{item.run.label}::{item.check.id}", None, reason)  # type: ignore[assignment]
         return report
 
     def _record(
@@ -64,7 +68,7 @@ class ReportCollector:
         error = excinfo.value if excinfo else None
         kind = item.stash.get(KIND, None)
         if report.skipped:
-            outcome = "not-run" if kind == NOT_RUN else "skipped"
+            outcome = NOT_RUN if kind == NOT_RUN else "skipped"
             message = str(error) if error is not None else ""
             if isinstance(report.longrepr, tuple):
                 message = report.longrepr[2].removeprefix("Skipped: ")
@@ -86,7 +90,9 @@ class ReportCollector:
             item.check.rule,
             report.duration,
             summary=item.check.summary,
-            evidence=[report_.exchange_evidence(e) for e in item.evidence],
+            # A check not run has no evidence: what it cited before it stopped (the last /status
+            # of a model never ready...) belongs to the check that judged it.
+            evidence=[] if outcome == NOT_RUN else [report_.exchange_evidence(e) for e in item.evidence],
             logTail=error.log_tail if isinstance(error, Nonconformance) else None,
             **item.details,
         )

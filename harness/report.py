@@ -19,7 +19,7 @@ import jsonschema
 from .errors import rule_link
 from .http import Exchange
 from .metadata import schema
-from .platform import FAILED, READY
+from .platform import FAILED, NOT_STARTED, READY
 
 REPORT_VERSION = 2
 EXCERPT_CHARS = 2048
@@ -136,7 +136,8 @@ def summary_html(report: dict[str, Any]) -> str:
 def _image_html(entry: dict[str, Any]) -> str:
     image = entry["image"]
     rows = "".join(
-        f"<tr><th>{escape(str(k))}</th><td>{escape(_field(k, v))}</td></tr>"
+        f"<tr><th>{escape(str(k))}</th><td>{escape(_field(k, v))}</td>"
+        f"<td class='psc-meaning'>{_meaning(k, entry)}</td></tr>"
         for k, v in entry["containerImage"].items()
     )
     failed = [c for c in entry["checks"] if c["outcome"] in ("failed", "error")]
@@ -168,10 +169,95 @@ def _image_html(entry: dict[str, Any]) -> str:
             else ""
         )
         + f"<h4>Load steps</h4>{timeline_svg(entry['loadSteps'])}"
+        f"<p class='psc-caption psc-load-caption'>{_load_caption(entry)}</p>"
         f"{rehearsal_html(entry.get('rehearsal'), entry.get('warnings') or [])}"
         f"<h4>Container image</h4><table class='psc-container-image'>{rows}</table>"
+        f"<p class='psc-caption psc-container-caption'>{CONTAINER_IMAGE_CAPTION}</p>"
         "</section>"
     )
+
+
+# What the platform's words mean, said where an author reads them (docs/contract.md#load-steps).
+CONTAINER_IMAGE_CAPTION = (
+    "This is the container image object the platform shows for your image while it takes it in, "
+    "with the platform's own field names and values (<code>docs/contract.md#load-steps</code>, "
+    "or <code>python -m harness contract load-steps</code>)."
+)
+_UPLOADED = {
+    "tag": "100: the image was already in the Docker engine (given by its tag), so nothing was "
+    "uploaded; on the platform, this is the upload of your image",
+    "tar": "100: the whole TAR archive was loaded into the Docker engine, as the platform uploads it",
+    "registry": "100: the image was pulled from its registry into the Docker engine",
+}
+
+
+def _meaning(name: str, entry: dict[str, Any]) -> str:
+    """One field of the container image object, in an author's words, for this run."""
+    fields = entry["containerImage"]
+    status = fields.get("loadStatus")
+    if name == "uploadStatus":
+        if status in (READY, FAILED):
+            return (
+                f"the last load step the image went through before the load ended <code>{escape(status)}"
+                "</code> (see the load steps above); it stays on that step once the load is over: "
+                "nothing is still under way"
+            )
+        return "the load step under way when the run stopped"
+    if name == "loadStatus":
+        return {
+            READY: "how the load ended: the model answered <code>GET /status</code> with 200 "
+            "within the status timeout",
+            FAILED: "how the load ended: it failed, <code>technicalInformation</code> says why",
+            NOT_STARTED: "no container was started",
+        }.get(status, "the run stopped during this load step")
+    if name == "uploadPercentage":
+        if fields.get("uploadPercentage") != 100:
+            return "how much of the image reached the Docker engine: it did not get there whole"
+        return "how much of the image reached the Docker engine: " + _UPLOADED.get(
+            entry["image"]["source"], "all of it"
+        )
+    if name == "loadPercentage":
+        return (
+            "how far the load got, not a score: 0 at the upload, 33 once the container is started, "
+            "66 while <code>GET /status</code> is checked, 100 only when ready; a failed load keeps "
+            "the percentage of the step it failed in"
+        )
+    if name == "containerImageSize":
+        return "the image's size in the Docker engine"
+    if name == "technicalInformation":
+        return "what went wrong, present only when something failed"
+    if name in ("registryHost", "repositoryNamespace", "repositoryName", "imagePrefix"):
+        return "where the image is stored in its registry"
+    return ""
+
+
+def _load_caption(entry: dict[str, Any]) -> str:
+    """What the steps and their percentages mean, and what step 1 was for this image."""
+    text = (
+        "The platform takes an image in through these steps, each named with the percentage "
+        "of the load reached when it begins: 1 <code>Uploading container image</code> 0%, "
+        "2 <code>Loading model '&lt;name&gt;'</code> 33% (the container is created and started), "
+        "3 <code>Checking status endpoint</code> 66% (<code>GET /status</code> until it answers 200), "
+        "then 4 <code>Ready</code> 100%, or 4 <code>Failed</code> at the percentage the load had "
+        "reached. A percentage is how far the load got, not a score. The time after each bar is "
+        "how long the step took here."
+    )
+    source = entry["image"]["source"]
+    if any(step["step"] == 1 for step in entry["loadSteps"]):
+        text += " " + {
+            "tag": "This image was already in the Docker engine (given by its tag): step 1 had "
+            "nothing to upload and took no time; on the platform it is the upload of your image.",
+            "tar": "Step 1 here loaded the TAR archive into the Docker engine.",
+            "registry": "Step 1 here pulled the image from its registry into the Docker engine.",
+        }.get(source, "")
+    steps = entry["loadSteps"]
+    if len(steps) >= 2 and steps[-1]["stepName"] == FAILED:
+        during = steps[-2]
+        text += (
+            f" This load failed at {steps[-1]['percentage']}%, during step {during['step']} "
+            f"<code>{escape(during['stepName'])}</code>: <code>technicalInformation</code> below says why."
+        )
+    return text
 
 
 def _field(name: str, value: Any) -> str:

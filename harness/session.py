@@ -26,10 +26,10 @@ from .collector import ReportCollector
 from .compare import Comparator, OutputVerdict
 from .htmlreport import HTML_NAME, HtmlHooks
 from .options import EXIT_NOT_EVALUATED
-from .outcomes import OutcomeTranslator
+from .outcomes import NotRunReporting, OutcomeTranslator
 from .run import ImageRun
 from .sources import ImageSource, ReferenceSource, TarSource
-from .terminal import TerminalOutput
+from .terminal import NotRunListing, TerminalOutput
 
 STDIN_PASSWORD_KEY = "psc_registry_password"
 STASH_KEY = pytest.StashKey["HarnessSession"]()
@@ -53,9 +53,11 @@ def activate(config: pytest.Config, resolved: settings.Settings) -> None:
     pm.register(state, "model-conformance")
     pm.register(Collection(state.runs), "model-conformance-collection")
     pm.register(OutcomeTranslator(), "model-conformance-outcomes")
+    pm.register(NotRunReporting(config), "model-conformance-not-run")
     pm.register(state.bound, "model-conformance-bound")
     pm.register(collector, "model-conformance-report")
     pm.register(terminal, "model-conformance-terminal")
+    pm.register(NotRunListing(), "model-conformance-not-run-listing")
     if pm.hasplugin("xdist"):
         from .distribute import XdistHooks
 

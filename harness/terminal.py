@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .options import EXIT_NOT_EVALUATED
+from .outcomes import NOT_RUN_CATEGORY, NOT_RUN_LETTER, NOT_RUN_PREFIX, NOT_RUN_WORD
 
 if TYPE_CHECKING:
     from .collector import ReportCollector
@@ -98,3 +99,24 @@ class TerminalOutput:
                 green=verdict == "conformant",
                 red=verdict != "conformant",
             )
+
+
+class NotRunListing:
+    """With ``-rs`` (or ``-ra``, ``-rA``, ``-rn``), the checks not run, each with its reason.
+
+    pytest's short summary lists only its own categories: these follow it, as it would list them.
+    """
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)  # around pytest's own: after its short summary
+    def pytest_terminal_summary(self, terminalreporter: Any, config: pytest.Config) -> Any:
+        result = yield
+        chars = getattr(terminalreporter, "reportchars", "")
+        listed = "s" in chars or NOT_RUN_LETTER in chars
+        reports = terminalreporter.stats.get(NOT_RUN_CATEGORY, [])
+        if reports and listed and not config.getoption("no_summary", False):
+            terminalreporter.write_sep("=", "checks not run", yellow=True, bold=True)
+            for report in reports:
+                reason = report.psc_check["message"].removeprefix(NOT_RUN_PREFIX)
+                terminalreporter.write(NOT_RUN_WORD, yellow=True)
+                terminalreporter.line(f" {config.cwd_relative_nodeid(report.nodeid)} - {reason}")
+        return result

@@ -67,8 +67,8 @@ MEASURING_RSS = (
     "open(sys.argv[1], 'w').write(json.dumps(peak)); sys.exit(code)"
 )
 VERBOSE_LINE = re.compile(
-    r"^(?:\[gw\d+\] \[ *\d+%\] (?P<x_outcome>[A-Z]+) (?P<x_id>\S+::\S+)"
-    r"|(?P<id>\S+::\S+) (?P<outcome>PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)\b)"
+    r"^(?:\[gw\d+\] \[ *\d+%\] (?P<x_outcome>NOT RUN|[A-Z]+) (?P<x_id>\S+::\S+)"
+    r"|(?P<id>\S+::\S+) (?P<outcome>PASSED|FAILED|SKIPPED|NOT RUN|ERROR|XFAIL|XPASS)\b)"
 )
 SIGTERM_BIT = 1 << (signal.SIGTERM - 1)
 REAPED_NOTE = "harness: removed what killed runs left"
@@ -241,21 +241,24 @@ class Result:
 
     @cached_property
     def junit(self) -> dict[str, str]:
-        """Test name -> passed/failed/error/skipped, from the JUnit XML (empty if none)."""
+        """Test name -> passed/failed/error/skipped/not-run, from the JUnit XML (empty if none);
+        not-run: a ``<skipped type="not-run">``."""
         assert self.report_dir is not None
         path = self.report_dir / "junit.xml"
         found: dict[str, str] = {}
         if not path.is_file():
             return found
         for case in ET.parse(path).getroot().iter("testcase"):
-            kinds = {child.tag for child in case}
+            kinds = {child.tag: child for child in case}
             state = next((k for k in ("failure", "error", "skipped") if k in kinds), "passed")
+            if state == "skipped" and kinds["skipped"].get("type") == "not-run":
+                state = "not-run"
             found[case.attrib["name"]] = {"failure": "failed"}.get(state, state)
         return found
 
     @cached_property
     def verbose(self) -> dict[str, str]:
-        """Node id -> outcome, from the terminal's ``-v`` lines."""
+        """Node id -> outcome (``passed``, ``not run``...), from the terminal's ``-v`` lines."""
         found: dict[str, str] = {}
         for line in self.stdout.splitlines():
             match = VERBOSE_LINE.match(line)

@@ -1030,6 +1030,12 @@ def _killed_loading_tar(ctx: Context) -> dict[str, Result]:
 KILLED_LOADING_TAR = Scenario("killed-loading-tar", _killed_loading_tar, cost=10)
 
 
+# -- what a person sees: checks not run, told apart from skips ---------------------------------------
+
+# Under xdist (reports travel from the worker) and with -rs: the checks not run are listed too.
+NOT_RUN_XDIST_RS = sample_run("broken-exit-at-start", "-n", "1", "-rs", suffix="-xdist-rs")
+
+
 def _catalog() -> list[Run | Scenario]:
     found: list[Run | Scenario] = []
     for value in list(globals().values()):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
+import xml.etree.ElementTree as ET
 from datetime import datetime
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -219,3 +222,202 @@ def test_html_report_shows_verdict_and_timeline(harness: HarnessRuns) -> None:
     # Self-contained: no stylesheet or script is fetched from elsewhere.
     html = page.read_text()
     assert "<link " not in html and 'src="http' not in html
+
+
+# -- checks not run, told apart from skips; the platform's words explained -------------------------
+
+
+def html_rows(page: Path) -> dict[str, dict[str, Any]]:
+    """pytest-html's rows, by test id, from the data its script draws the table with."""
+    blob = re.search(r'data-jsonblob="([^"]*)"', page.read_text())
+    assert blob is not None
+    tests = json.loads(unescape(blob[1]))["tests"]
+    return {test_id: row for test_id, rows in tests.items() for row in rows}
+
+
+def filter_counts(page: Path) -> dict[str, str]:
+    """The filter boxes above the table: result -> its text ("16 Not run,")."""
+    box = re.compile(r'data-test-result="([\w-]+)"[^>]*>\s*<span class="[\w-]+">([^<]*)</span>')
+    return dict(box.findall(page.read_text()))
+
+
+NEVER_READY = runs.SAMPLE_RUNS["broken-never-ready"]  # every check after status.ready is not run
+
+
+def never_ready_not_run(harness: HarnessRuns) -> tuple[Result, set[str], str]:
+    result = harness(NEVER_READY)
+    not_run = result.with_outcome("not-run")
+    assert len(not_run) >= 10 and result.with_outcome("skipped") == set(), result.outcomes()
+    return result, not_run, runs.tag("broken-never-ready")
+
+
+@pytest.mark.harness(NEVER_READY)
+def test_checks_not_run_are_counted_apart_in_the_terminal(harness: HarnessRuns) -> None:
+    result, not_run, label = never_ready_not_run(harness)
+    # Their own word on each -v line, their own count in the summary line.
+    assert {node for node, seen in result.verbose.items() if seen == "not run"} == {
+        f"{label}::{check}" for check in not_run
+    }, result.stdout
+    summary = result.stdout.strip().splitlines()[-1]
+    counts = f"{len(result.with_outcome('failed'))} failed, {len(result.with_outcome('passed'))} passed"
+    assert f" {counts}, {len(not_run)} not run in " in summary, summary
+    assert "skipped" not in summary
+    assert result.returncode == 1  # as before: the failure, not the checks not run
+
+
+@pytest.mark.harness(NEVER_READY)
+def test_checks_not_run_are_typed_and_counted_apart_in_the_junit_xml(harness: HarnessRuns) -> None:
+    result, not_run, _ = never_ready_not_run(harness)
+    # Still <skipped> (JUnit has no such state), of type not-run, counted apart.
+    assert result.report_dir is not None
+    assert {name for name, seen in result.junit.items() if seen == "not-run"} == not_run
+    suite = ET.parse(result.report_dir / "junit.xml").getroot().find("testsuite")
+    assert suite is not None and suite.get("skipped") == str(len(not_run))
+    properties = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert properties["psc_not_run"] == str(len(not_run))
+    messages = {s.get("message") for s in suite.iter("skipped")}
+    assert messages == {"not run: the model never became ready (see status.ready)"}, messages
+
+
+@pytest.mark.harness(NEVER_READY)
+def test_checks_not_run_have_their_own_class_and_count_in_the_html(harness: HarnessRuns) -> None:
+    result, not_run, label = never_ready_not_run(harness)
+    assert result.report_dir is not None
+    page = result.report_dir / "conformance.html"
+    rows = html_rows(page)
+    for check in not_run:
+        assert 'class="col-result psc-not-run"' in rows[f"{label}::{check}"]["resultsTableRow"][0]
+    assert 'psc-not-run"' not in rows[f"{label}::status.ready"]["resultsTableRow"][0]
+    counts = filter_counts(page)
+    assert counts["not-run"] == f"{len(not_run)} Not run,"
+    assert counts["skipped"] == "0 Skipped,"
+
+
+@pytest.mark.harness(NEVER_READY)
+def test_checks_not_run_carry_no_evidence(harness: HarnessRuns) -> None:
+    result, not_run, label = never_ready_not_run(harness)
+    assert result.report_dir is not None
+    rows = html_rows(result.report_dir / "conformance.html")
+    # The failed check shows its /status exchange; the checks not run (which asked whether
+    # the model was ready before they stopped) show none.
+    assert "→" in rows[f"{label}::status.ready"]["log"]
+    for check in not_run:
+        assert "→" not in rows[f"{label}::{check}"]["log"], check
+        assert not result.checks()[check].get("evidence")
+
+
+# Unticks the "Not run" box once the page is drawn, then notes the rows still shown.
+UNTICK_NOT_RUN = """<script>
+window.addEventListener('load', () => {
+  document.querySelector('input[data-test-result="not-run"]').click();
+  setTimeout(() => document.body.setAttribute('data-shown', JSON.stringify(
+    [...document.querySelectorAll('tbody.results-table-row')]
+      .filter((row) => getComputedStyle(row).display !== 'none').map((row) => row.id))), 200);
+});
+</script>"""
+
+
+@pytest.mark.harness(NEVER_READY)
+def test_checks_not_run_read_not_run_in_a_browser(harness: HarnessRuns, tmp_path: Path) -> None:
+    result, not_run, label = never_ready_not_run(harness)
+    assert result.report_dir is not None
+    page = result.report_dir / "conformance.html"
+    dom = browse(page, ARTIFACTS / "conformance-report-not-run.png")
+    assert dom.count('<tbody class="results-table-row not-run"') == len(not_run)
+    assert len(re.findall(r'<td class="col-result[^"]*psc-not-run[^"]*">Not run</td>', dom)) == len(not_run)
+    assert '<tbody class="results-table-row skipped"' not in dom
+    assert '<span class="not-run">' in dom
+    # Their box above the table hides them, and them alone.
+    unticking = tmp_path / "conformance.html"
+    unticking.write_text(page.read_text().replace("</body>", UNTICK_NOT_RUN + "</body>"))
+    command = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"]
+    dom = subprocess.run(
+        [*command, "--dump-dom", unticking.as_uri()], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    shown = re.search(r'data-shown="([^"]*)"', dom)
+    assert shown is not None, dom[:2000]
+    assert set(json.loads(unescape(shown[1]))) == {
+        f"{label}::{check}" for check in result.outcomes() if check not in not_run
+    }
+
+
+@pytest.mark.harness(runs.NOT_RUN_XDIST_RS)
+def test_checks_not_run_are_listed_with_their_reason_under_xdist(harness: HarnessRuns) -> None:
+    result = harness(runs.NOT_RUN_XDIST_RS)
+    assert result.returncode == 1, result
+    not_run = result.with_outcome("not-run")
+    assert {"image.port-env", "shutdown.exit-code"} <= not_run
+    label = runs.tag("broken-exit-at-start")
+    # -v under xdist: "[gw0] [ 42%] NOT RUN <node id>".
+    assert {node for node, seen in result.verbose.items() if seen == "not run"} == {
+        f"{label}::{check}" for check in not_run
+    }, result.stdout
+    # -rs: each listed with its reason, as pytest lists skips.
+    listed = result.stdout.split("= checks not run =", 1)[1].splitlines()
+    for check in not_run:
+        line = next(line for line in listed if line.startswith(f"NOT RUN {label}::{check} - "))
+        assert line.endswith(result.checks()[check]["message"].removeprefix("not run: ")), line
+    assert "exited (code 3)" in result.stdout
+    counts = f"{len(result.with_outcome('failed'))} failed, {len(result.with_outcome('passed'))} passed"
+    assert f" {counts}, {len(not_run)} not run in " in result.stdout.strip().splitlines()[-1]
+    assert result.junit and {n for n, seen in result.junit.items() if seen == "not-run"} == not_run
+    assert result.report_dir is not None  # the controller's HTML knows them from the worker's reports
+    assert filter_counts(result.report_dir / "conformance.html")["not-run"] == f"{len(not_run)} Not run,"
+
+
+@pytest.mark.harness(runs.SAMPLE_RUNS["broken-status-html"])
+def test_checks_that_do_not_apply_stay_skipped(harness: HarnessRuns) -> None:
+    result = harness(runs.SAMPLE_RUNS["broken-status-html"])  # no --model-data: the case checks skip
+    skipped = result.with_outcome("skipped")
+    assert {"run.example", "run.validation-error"} <= skipped, result.outcomes()
+    label = runs.tag("broken-status-html")
+    assert {node for node, seen in result.verbose.items() if seen == "skipped"} == {
+        f"{label}::{check}" for check in skipped
+    }
+    assert {name for name, seen in result.junit.items() if seen == "skipped"} == skipped
+    assert result.report_dir is not None
+    rows = html_rows(result.report_dir / "conformance.html")
+    for check in skipped:
+        assert rows[f"{label}::{check}"]["resultsTableRow"][0] == '<td class="col-result">Skipped</td>'
+
+
+def container_image_meanings(page: Path) -> dict[str, str]:
+    """The container image table of the summary: field -> what the page says it means."""
+    table = page.read_text().split("<table class='psc-container-image'>", 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r"<tr><th>(\w+)</th><td>[^<]*</td><td class='psc-meaning'>(.*?)</td></tr>", table)
+    return {name: re.sub(r"<[^>]+>", "", meaning) for name, meaning in rows}
+
+
+def load_caption(page: Path) -> str:
+    caption = re.search(r"<p class='psc-caption psc-load-caption'>(.*?)</p>", page.read_text())
+    assert caption is not None
+    return re.sub(r"<[^>]+>", "", unescape(caption[1]))
+
+
+@pytest.mark.harness(runs.CONFORMANT, NEVER_READY)
+def test_html_explains_the_platforms_words(harness: HarnessRuns) -> None:
+    ready = harness(runs.CONFORMANT)
+    assert ready.report_dir is not None
+    page = ready.report_dir / "conformance.html"
+    meanings = container_image_meanings(page)
+    assert set(meanings) == set(ready.json["containerImage"])
+    assert ready.json["containerImage"]["uploadStatus"] == "Checking status endpoint"
+    assert "before the load ended Ready" in meanings["uploadStatus"]
+    assert "nothing is still under way" in meanings["uploadStatus"]
+    assert "answered GET /status with 200" in meanings["loadStatus"]
+    assert "already in the Docker engine" in meanings["uploadPercentage"]
+    assert "nothing was uploaded" in meanings["uploadPercentage"]
+    assert "not a score" in meanings["loadPercentage"] and "100 only when ready" in meanings["loadPercentage"]
+    caption = load_caption(page)
+    assert "Uploading container image 0%" in caption and "Ready 100%" in caption
+    assert "already in the Docker engine" in caption and "nothing to upload" in caption
+    assert "platform shows for your image" in page.read_text()
+
+    failed = harness(NEVER_READY)
+    assert failed.report_dir is not None
+    page = failed.report_dir / "conformance.html"
+    meanings = container_image_meanings(page)
+    assert "before the load ended Failed" in meanings["uploadStatus"]
+    assert "technicalInformation says why" in meanings["loadStatus"]
+    assert "keeps the percentage of the step it failed in" in meanings["loadPercentage"]
+    assert "failed at 66%, during step 3 Checking status endpoint" in load_caption(page)
