@@ -127,6 +127,7 @@ EXPECTED_FAILURES: dict[str, set[str]] = {
     "broken-ignores-port": {"status.ready", "image.port-env"},
     "broken-never-ready": {"status.ready"},
     "broken-exit-at-start": {"status.ready"},
+    "broken-missing-dependency": {"status.ready"},
     "broken-run-no-output": {*RUN_EXAMPLES, "run.output-written"},
     "broken-run-error-not-json": {
         *RUN_VALIDATION_ERRORS,
@@ -145,6 +146,7 @@ EXPECTED_FAILURES: dict[str, set[str]] = {
     "broken-memory-hog": {*RUN_EXAMPLES, *RUN_VALIDATION_ERRORS, "run.output-written"},
     "broken-output-media-type": {*RUN_EXAMPLES, "run.output-written"},
     "langid-close-to-timeout": set(),
+    "langid-run-allocates": set(),
     "langid-gzip": set(),
     "langid-non-root": set(),
     "hostile-litters-jobs": set(),

@@ -47,6 +47,10 @@ def flood_log(mebibytes: int) -> None:
 
 def main() -> None:
     variant = os.environ.get("PSC_SAMPLE_VARIANT", "")
+    if variant == "broken-missing-dependency":
+        # As an image built without one of its requirements: the import fails, Python exits with 1.
+        import torch  # type: ignore[import-not-found]  # noqa: F401
+
     if variant == "broken-exit-at-start":
         print("langid: refusing to start (sample defect: exit at start)", flush=True)
         sys.exit(3)
