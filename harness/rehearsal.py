@@ -20,7 +20,7 @@ from typing import Any
 from .container import ModelContainer
 
 SAMPLE_EVERY = 0.5  # seconds between two reads of the container's stats
-STATS_DEADLINE = 3.0  # the longest one stats read may take (the engine answers within its cycle, ~1 s)
+STATS_DEADLINE = 5.0  # the longest one stats read may take (the engine answers within its cycle, ~1 s)
 MIN_CPU_SPAN = 1.0  # seconds between the two reads an average CPU use is computed from, at least
 CPU_SLACK = 0.1  # CPUs: the quota is enforced per 100 ms period, the reads' times are not exact
 NEAR_MEMORY = 0.8  # a peak above this share of the declared memory is a warning

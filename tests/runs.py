@@ -738,9 +738,10 @@ BESIDE_A_LIVE_RUN = Scenario("beside-a-live-run", _beside_a_live_run, cost=16, w
 # -- the platform rehearsal's figures; what a model's exit says ----------------------------------
 
 # Ready in under a second, a battery of a second or two: its figures rest on few samples.
-REHEARSAL_QUICK = Run("rehearsal-quick", ("--model-image", LANGID_ARG), cost=4)
+REHEARSAL_QUICK = Run("rehearsal-quick", ("--model-image", LANGID_ARG, "--status-timeout=60s"), cost=4)
 SAMPLES_WITHOUT_DATA.add("broken-missing-dependency")  # it never starts
 SAMPLES_WITH_ONE_CASE.add("langid-run-allocates")  # each /run touches 200 MiB, then frees it
+SAMPLE_ARGS["langid-run-allocates"] = ("--status-timeout=60s",)  # its start is not what is measured
 SAMPLE_RUNS.update({name: sample_run(name) for name in ("broken-missing-dependency", "langid-run-allocates")})
 
 
