@@ -42,6 +42,7 @@ class ResourceFigures:
     at_ready_bytes: int | None = None
     cgroup_max_bytes: int | None = None  # the cgroup's own high-water mark, page cache included
     samples: int = 0
+    final_read: bool = False  # read after the last /run
     sampled_seconds: float = 0.0  # from the first read to the last
     online_cpus: int | None = None
     # Per container (a model started again starts from zero): its first and last CPU reads.
@@ -61,16 +62,16 @@ class ResourceFigures:
         self.sampled_seconds = now - self._first_read
         if self.peak_bytes is None or working > self.peak_bytes:
             self.peak_bytes, self.peak_from_high_water = working, False
+        self.final_read = self.final_read or final
         high_water = _number(memory.get("max_usage"))  # cgroup v1 only
         if high_water is not None:
             self.cgroup_max_bytes = max(self.cgroup_max_bytes or 0, high_water)
-            if final:
-                # The high-water mark is kept by the kernel: it holds the peaks between two
-                # samples (a short /run). Less the file cache that could be reclaimed at
-                # its read, it counts memory as docker stats does.
-                estimate = high_water - _inactive_file(memory, high_water)
-                if estimate > self.peak_bytes:
-                    self.peak_bytes, self.peak_from_high_water = estimate, True
+            # The high-water mark is kept by the kernel: it holds the peaks between two
+            # samples (a short /run). Less the file cache that could be reclaimed at its
+            # read, it counts memory as docker stats does.
+            estimate = high_water - _inactive_file(memory, high_water)
+            if estimate > self.peak_bytes:
+                self.peak_bytes, self.peak_from_high_water = estimate, True
         cpu_stats = stats.get("cpu_stats") or {}
         online = _number(cpu_stats.get("online_cpus"))
         if online:
@@ -86,15 +87,16 @@ class ResourceFigures:
     def peak_source(self) -> str | None:
         if self.peak_bytes is None:
             return None
+        when = "after the last /run" if self.final_read else "at the last sample, not after the last /run"
         if self.peak_from_high_water:
             return (
-                "the cgroup's high-water mark, read after the last /run, less its inactive file cache "
-                "(as docker stats counts memory)"
+                f"the cgroup's high-water mark, read {when}, less its inactive file cache "
+                f"(as docker stats counts memory); {self.samples} read(s) of the engine"
             )
-        return (
-            f"the largest of {self.samples} sample(s) over {self.sampled_seconds:.1f} s: "
-            "a peak between two samples is missed (the engine gave no high-water mark)"
-        )
+        sampled = f"the largest of {self.samples} sample(s) over {self.sampled_seconds:.1f} s"
+        if self.cgroup_max_bytes is not None:
+            return f"{sampled}, above the cgroup's high-water mark less its inactive file cache, read {when}"
+        return f"{sampled}: a peak between two samples is missed (the engine gives no high-water mark)"
 
     def cpu_average(self, limit: float | None) -> tuple[float | None, str]:
         """The average CPUs used between the two reads furthest apart, and where it comes from."""
@@ -148,6 +150,7 @@ class ResourceSampler:
         self._every = every
         self._stop = threading.Event()
         self._ready = threading.Event()
+        self._busy = threading.Event()  # a job was sent since ready
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # the sampler's reads and the final one count one at a time
         self.figures = figures  # shared by the samplers of a model that is started again
@@ -160,8 +163,11 @@ class ResourceSampler:
         # Only this thread asks the engine: a stats read may wait for the engine's next
         # collection cycle (up to a second), which the checks must never wait for.
         while not self._stop.is_set():
+            idle = self._ready.is_set() and not self._busy.is_set()
             working = self.sample()
-            if self._ready.is_set() and self.figures.at_ready_bytes is None and working is not None:
+            # At ready: a read made wholly between ready and the first job, else none.
+            idle = idle and not self._busy.is_set()
+            if idle and self.figures.at_ready_bytes is None and working is not None:
                 self.figures.at_ready_bytes = working
             self._stop.wait(self._every)
 
@@ -187,6 +193,10 @@ class ResourceSampler:
     def mark_ready(self) -> None:
         """The next sample is the memory at ready (taken by the sampler, not by the caller)."""
         self._ready.set()
+
+    def mark_busy(self) -> None:
+        """A job is sent: a read from now on is no longer the memory at ready."""
+        self._busy.set()
 
     def stop(self) -> None:
         """Stop sampling; a read under way ends on its own, its figures no longer counted."""
@@ -302,7 +312,9 @@ class Rehearsal:
                 "peakBytes": figures.peak_bytes,
                 "peakSource": figures.peak_source(),
                 "atReadyBytes": figures.at_ready_bytes,
-                "atReadySource": None if figures.at_ready_bytes is None else "the first sample after ready",
+                "atReadySource": (
+                    None if figures.at_ready_bytes is None else "a sample between ready and the first job"
+                ),
                 "cgroupMaxBytes": figures.cgroup_max_bytes,
                 "cgroupMaxSource": (
                     None

@@ -424,6 +424,8 @@ class ImageRun:
             dirs = staged.pop() if staged else jobs.stage(container, inputs)
         job = {"type": "file", "input": dirs.input_dir, "output": dirs.output_dir, **(payload or {})}
         assert container.http is not None
+        if self.sampler is not None:
+            self.sampler.mark_busy()
         with timed(steps, *next(number)) as details:
             exchange = container.http.post_json("/run", job, timeout=self.run_timeout)
             self.cite(exchange)
@@ -462,6 +464,8 @@ class ImageRun:
     def post_raw(self, path: str, body: bytes, content_type: str) -> Exchange:
         container = self.require_ready()
         assert container.http is not None
+        if self.sampler is not None:
+            self.sampler.mark_busy()
         exchange = container.http.request(
             "POST", path, body=body, headers={"Content-Type": content_type}, timeout=self.run_timeout
         )

@@ -76,17 +76,36 @@ def test_cpu_reads_of_two_containers_are_not_mixed() -> None:
 
 def test_the_high_water_mark_holds_a_peak_between_samples() -> None:
     figures = ResourceFigures()
-    figures.count(stats("2026-12-01T21:51:04.5Z", 35 * MIB, 0.2, max_usage=58 * MIB, inactive=22 * MIB), "a")
+    figures.count(stats("2026-12-01T21:51:04.5Z", 35 * MIB, 0.2, inactive=22 * MIB), "a")
     assert figures.peak_bytes == 13 * MIB
     source = figures.peak_source()
-    assert source is not None and "1 sample" in source
+    assert source is not None and "1 sample(s)" in source and "no high-water mark" in source
+    figures.count(stats("2026-12-01T21:51:05.5Z", 35 * MIB, 0.2, max_usage=58 * MIB, inactive=22 * MIB), "a")
+    assert figures.peak_bytes == 36 * MIB
+    source = figures.peak_source()
+    assert source is not None and "not after the last /run" in source
     # After the last /run: it touched 200 MiB between two samples.
-    final = stats("2026-12-01T21:51:05.5Z", 58 * MIB, 0.3, max_usage=280 * MIB, inactive=22 * MIB)
+    final = stats("2026-12-01T21:51:06.5Z", 58 * MIB, 0.3, max_usage=280 * MIB, inactive=22 * MIB)
     figures.count(final, "a", final=True)
     assert figures.peak_bytes == 258 * MIB
     assert figures.cgroup_max_bytes == 280 * MIB
     source = figures.peak_source()
-    assert source is not None and "high-water mark" in source
+    assert source is not None and "high-water mark, read after the last /run" in source
+
+
+def test_a_sample_above_the_high_water_estimate_says_so() -> None:
+    figures = ResourceFigures()
+    figures.count(stats("2026-12-01T21:51:04.5Z", 250 * MIB, 0.2, max_usage=270 * MIB, inactive=0), "a")
+    final = stats("2026-12-01T21:51:05.5Z", 60 * MIB, 0.3, max_usage=270 * MIB, inactive=30 * MIB)
+    figures.count(final, "a", final=True)
+    assert figures.peak_bytes == 270 * MIB  # the first read's estimate, no inactive cache then
+    figures = ResourceFigures()
+    figures.count(stats("2026-12-01T21:51:04.5Z", 250 * MIB, 0.2, max_usage=250 * MIB), "a", final=True)
+    source = figures.peak_source()
+    assert figures.peak_bytes == 250 * MIB and source is not None
+    assert source.endswith(
+        "above the cgroup's high-water mark less its inactive file cache, read after the last /run"
+    )
 
 
 def test_without_a_high_water_mark_the_peak_says_it_is_sampled() -> None:
@@ -159,6 +178,8 @@ def test_a_peak_during_a_short_run_is_seen(harness: HarnessRuns) -> None:
     memory = result.json["rehearsal"]["memory"]
     assert memory["peakBytes"] >= 200 * MIB, memory
     assert memory["declaredBytes"] == 512 * MIB
+    # The memory at ready is never a read made during a /run (about 40 MiB here, or none).
+    assert memory["atReadyBytes"] is None or memory["atReadyBytes"] < 150 * MIB, memory
 
 
 @pytest.mark.docker
