@@ -48,12 +48,8 @@ def require_answer(run: ImageRun, exchange: Exchange, rule: str) -> None:
             run.unanswered_in = run.current.check_id if run.current else None
         if code is not None:
             run.died_during = run.current.check_id if run.current else "a check"
-            oom = (
-                f", killed by the engine: {run.out_of_memory()}"
-                if run.container.state().get("OOMKilled")
-                else ""
-            )
-            actual += f"; the container exited with code {code}{oom}"
+            cause = run.exit_cause(bool(run.container.state().get("OOMKilled")))
+            actual += f"; the container exited with code {code}{cause}"
         elif run.container.oom_since(run.current.began if run.current else 0.0):
             # A worker process killed for memory, its server still up: the platform fails this too.
             actual += f"; the engine killed a process of the model: {run.out_of_memory()}"

@@ -9,6 +9,7 @@ engine need not share the harness's file system at all.
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import tarfile
 import threading
@@ -30,6 +31,7 @@ from .http import Exchange, ModelClient, Outcome
 LOG_TAIL_LINES = 40
 LOG_TAIL_BYTES = 16 * 1024
 LOG_READ_LIMIT = 8 * 2**20  # the most of a log tail read before giving up on its end
+STATS_MAX_BYTES = 256 * 1024  # one stats answer is a few KiB
 POLL_START = 0.01  # seconds between /status polls, doubling up to POLL_CAP
 POLL_CAP = 0.05
 PORT_LOOK_EVERY = 1.0  # seconds between looks at what the container listens on, while refused
@@ -317,6 +319,32 @@ class ModelContainer:
         """The exit code, or None if the process is still running after ``timeout``."""
         self._exited.wait(timeout)
         return self.exit_code()
+
+    def stats(self, timeout: float) -> dict[str, Any] | None:
+        """One read of the engine's stats of the container, within ``timeout``; None if none came."""
+        if self.container is None:
+            return None
+        api = self._client.api
+        try:
+            # One-shot: the engine's last collection (it may wait for its next cycle, about a second).
+            with api._get(
+                api._url("/containers/{0}/stats", self.container.id),
+                params={"stream": "false", "one-shot": "true"},
+                stream=True,
+                timeout=timeout,
+            ) as response:
+                if response.status_code != 200:
+                    return None
+                body = response.raw.read(STATS_MAX_BYTES + 1)
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
+            return None
+        if len(body) > STATS_MAX_BYTES:
+            return None
+        try:
+            found = json.loads(body)
+        except (ValueError, RecursionError):
+            return None
+        return found if isinstance(found, dict) else None
 
     def kill(self) -> None:
         if self.container is not None:

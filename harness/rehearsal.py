@@ -1,37 +1,143 @@
 """Platform rehearsal: what the platform's own load and run tests will measure, measured here first.
 
 While the battery runs, a sampler reads the container's memory and CPU use from the
-engine (its one-shot stats endpoint, about 20 ms a read); the figures are set against
-what model.yaml declares, and the timings against the timeouts. What fails an image and
+engine (its one-shot stats endpoint, which answers at its next collection, within about a
+second), and once more after the last /run for the cgroup's high-water mark; the figures
+are set against what model.yaml declares, and the timings against the timeouts. What fails an image and
 what is only a warning is written in docs/contract.md#rehearsal.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
-
-import docker.errors
-import requests
 
 from .container import ModelContainer
 
 SAMPLE_EVERY = 0.5  # seconds between two reads of the container's stats
+STATS_DEADLINE = 5.0  # the longest one stats read may take (the engine answers within its cycle, ~1 s)
+MIN_CPU_SPAN = 1.0  # seconds between the two reads an average CPU use is computed from, at least
+CPU_SLACK = 0.1  # CPUs: the quota is enforced per 100 ms period, the reads' times are not exact
+NEAR_MEMORY = 0.8  # a peak above this share of the declared memory is a warning
 DEFAULT_MARGIN = 0.5  # the share of a timeout that should be left: the platform's machines may be slower
 TEXT_TYPES = ("text/plain", "text/csv", "text/markdown")
+_ENGINE_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z$")
+
+
+@dataclass(frozen=True)
+class CpuRead:
+    at: float  # the engine's time of the read (Unix seconds)
+    used: float  # CPU seconds the container used since its start
 
 
 @dataclass
 class ResourceFigures:
-    peak_bytes: int | None = None  # the largest working set seen (usage less inactive file cache)
+    peak_bytes: int | None = None  # the largest working set known (usage less inactive file cache)
+    peak_from_high_water: bool = False  # from the cgroup's high-water mark, not from a sample
     at_ready_bytes: int | None = None
     cgroup_max_bytes: int | None = None  # the cgroup's own high-water mark, page cache included
-    cpu_seconds: float | None = None  # CPU time used from the start to the last sample
-    wall_seconds: float | None = None  # from the start to the last sample
     samples: int = 0
+    final_read: bool = False  # read after the last /run
+    sampled_seconds: float = 0.0  # from the first read to the last
+    online_cpus: int | None = None
+    # Per container (a model started again starts from zero): its first and last CPU reads.
+    cpu_reads: dict[str, tuple[CpuRead, CpuRead]] = field(default_factory=dict)
+    _first_read: float | None = None
+
+    def count(self, stats: dict[str, Any], container_id: str, *, final: bool = False) -> int | None:
+        """Count one stats read; the working set it shows, or None when it shows no memory."""
+        memory = stats.get("memory_stats") or {}
+        usage = _number(memory.get("usage"))
+        if usage is None:  # the container is gone, or not started
+            return None
+        working = usage - _inactive_file(memory, usage)
+        self.samples += 1
+        now = time.monotonic()
+        self._first_read = self._first_read or now
+        self.sampled_seconds = now - self._first_read
+        if self.peak_bytes is None or working > self.peak_bytes:
+            self.peak_bytes, self.peak_from_high_water = working, False
+        self.final_read = self.final_read or final
+        high_water = _number(memory.get("max_usage"))  # cgroup v1 only
+        if high_water is not None:
+            self.cgroup_max_bytes = max(self.cgroup_max_bytes or 0, high_water)
+            # The high-water mark is kept by the kernel: it holds the peaks between two
+            # samples (a short /run). Less the file cache that could be reclaimed at its
+            # read, it counts memory as docker stats does.
+            estimate = high_water - _inactive_file(memory, high_water)
+            if estimate > self.peak_bytes:
+                self.peak_bytes, self.peak_from_high_water = estimate, True
+        cpu_stats = stats.get("cpu_stats") or {}
+        online = _number(cpu_stats.get("online_cpus"))
+        if online:
+            self.online_cpus = online
+        used = _number((cpu_stats.get("cpu_usage") or {}).get("total_usage"))
+        at = _engine_time(stats.get("read"))
+        if used is not None and at is not None:
+            read = CpuRead(at, used / 1e9)
+            first, _last = self.cpu_reads.get(container_id, (read, read))
+            self.cpu_reads[container_id] = (first, read)
+        return working
+
+    def peak_source(self) -> str | None:
+        if self.peak_bytes is None:
+            return None
+        when = "after the last /run" if self.final_read else "at the last sample, not after the last /run"
+        if self.peak_from_high_water:
+            return (
+                f"the cgroup's high-water mark, read {when}, less its inactive file cache "
+                f"(as docker stats counts memory); {self.samples} read(s) of the engine"
+            )
+        sampled = f"the largest of {self.samples} sample(s) over {self.sampled_seconds:.1f} s"
+        if self.cgroup_max_bytes is not None:
+            return f"{sampled}, above the cgroup's high-water mark less its inactive file cache, read {when}"
+        return f"{sampled}: a peak between two samples is missed (the engine gives no high-water mark)"
+
+    def cpu_average(self, limit: float | None) -> tuple[float | None, str]:
+        """The average CPUs used between the two reads furthest apart, and where it comes from."""
+        spans = [(last.at - first.at, last.used - first.used) for first, last in self.cpu_reads.values()]
+        seconds, used = max(spans, default=(0.0, 0.0))
+        if seconds < MIN_CPU_SPAN:
+            return None, f"not measured: no two reads of the engine at least {MIN_CPU_SPAN:g} s apart"
+        average = used / seconds
+        bounds = [b for b in (limit, self.online_cpus) if b]
+        possible = min(bounds, default=None)
+        if average < 0 or (possible is not None and average > possible + CPU_SLACK):
+            return None, (
+                f"not measured: the engine's reads give {average:.2f} CPUs, more than the container "
+                f"could use ({possible:g})"
+            )
+        return average, f"CPU time between two reads of the engine {seconds:.1f} s apart"
+
+
+def _number(value: object) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _inactive_file(memory: dict[str, Any], usage: int) -> int:
+    """The inactive file cache (cgroup v1: total_inactive_file; v2: inactive_file), if below usage."""
+    detail = memory.get("stats") or {}
+    inactive = _number(detail.get("total_inactive_file", detail.get("inactive_file")))
+    return inactive if inactive is not None and inactive < usage else 0
+
+
+def _engine_time(value: object) -> float | None:
+    """The engine's read time (RFC 3339, nanoseconds), as Unix seconds; None before a start."""
+    found = _ENGINE_TIME.match(value) if isinstance(value, str) else None
+    if found is None:
+        return None
+    try:
+        whole = datetime.fromisoformat(found[1]).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+    if whole <= 0:  # "0001-01-01T00:00:00Z": the container does not run
+        return None
+    return whole + float("0." + (found[2] or "0"))
 
 
 class ResourceSampler:
@@ -44,12 +150,12 @@ class ResourceSampler:
         self._every = every
         self._stop = threading.Event()
         self._ready = threading.Event()
+        self._busy = threading.Event()  # a job was sent since ready
         self._thread: threading.Thread | None = None
-        self._began = time.monotonic()
+        self._lock = threading.Lock()  # the sampler's reads and the final one count one at a time
         self.figures = figures  # shared by the samplers of a model that is started again
 
     def start(self) -> None:
-        self._began = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name="psc-harness-sampler", daemon=True)
         self._thread.start()
 
@@ -57,46 +163,45 @@ class ResourceSampler:
         # Only this thread asks the engine: a stats read may wait for the engine's next
         # collection cycle (up to a second), which the checks must never wait for.
         while not self._stop.is_set():
+            idle = self._ready.is_set() and not self._busy.is_set()
             working = self.sample()
-            if self._ready.is_set() and self.figures.at_ready_bytes is None and working is not None:
+            # At ready: a read made wholly between ready and the first job, else none.
+            idle = idle and not self._busy.is_set()
+            if idle and self.figures.at_ready_bytes is None and working is not None:
                 self.figures.at_ready_bytes = working
             self._stop.wait(self._every)
 
-    def sample(self) -> int | None:  # on the sampler's thread
+    def sample(self, *, final: bool = False) -> int | None:
         """Read the stats once; the working set now, or None when they cannot be read."""
-        if self._container.container is None:
+        model = self._container.container
+        if model is None:
             return None
-        try:
-            stats = self._container.container.stats(stream=False, one_shot=True)
-        except (docker.errors.APIError, requests.RequestException, ValueError):
+        stats = self._container.stats(STATS_DEADLINE)
+        if stats is None:
             return None
-        memory = stats.get("memory_stats") or {}
-        usage = memory.get("usage")
-        if usage is None:  # the container is gone, or not started
-            return None
-        detail = memory.get("stats") or {}
-        working = int(usage) - int(detail.get("total_inactive_file", detail.get("inactive_file", 0)) or 0)
-        figures = self.figures
-        if self._stop.is_set():
-            return None  # the model is being stopped: its way out is not what it uses
-        figures.samples += 1
-        figures.peak_bytes = max(figures.peak_bytes or 0, working)
-        if memory.get("max_usage"):
-            figures.cgroup_max_bytes = int(memory["max_usage"])
-        cpu = ((stats.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage")
-        if cpu is not None:
-            # From the container's start: the first read comes about as soon as it runs.
-            figures.cpu_seconds = int(cpu) / 1e9
-            figures.wall_seconds = time.monotonic() - self._began
-        return working
+        with self._lock:
+            if self._stop.is_set() and not final:
+                return None  # the model is being stopped: its way out is not what it uses
+            return self.figures.count(stats, str(model.id), final=final)
+
+    def final(self) -> None:
+        """Stop sampling, then one last read, synchronous and bounded: the high-water mark after
+        the last /run, whatever the model's speed (a short peak falls between two samples)."""
+        self.stop()
+        self.sample(final=True)
 
     def mark_ready(self) -> None:
         """The next sample is the memory at ready (taken by the sampler, not by the caller)."""
         self._ready.set()
 
+    def mark_busy(self) -> None:
+        """A job is sent: a read from now on is no longer the memory at ready."""
+        self._busy.set()
+
     def stop(self) -> None:
         """Stop sampling; a read under way ends on its own, its figures no longer counted."""
-        self._stop.set()
+        with self._lock:
+            self._stop.set()
         self._thread = None
 
 
@@ -176,6 +281,16 @@ class Rehearsal:
                     f"{name} after {timing.seconds:.1f} s of the {timing.timeout:g} s {option} timeout "
                     f"({left:.0%} left, less than the {self.margin:.0%} margin): the platform may be slower"
                 )
+        figures = self.resources
+        if figures.peak_bytes is not None and self.memory_declared:
+            share = figures.peak_bytes / self.memory_declared
+            if share > NEAR_MEMORY:
+                peak, declared = _mib(figures.peak_bytes), _mib(self.memory_declared)
+                found.append(
+                    f"memory peak {peak} is {share:.0%} of the {declared} declared "
+                    f"(more than {NEAR_MEMORY:.0%}): the platform may kill the model for memory "
+                    f"({figures.peak_source()})"
+                )
         if self.gpu_declared > 0:
             found.append(
                 f"model.yaml declares {self.gpu_declared} GPU(s): the harness ran the model without a GPU, "
@@ -185,11 +300,7 @@ class Rehearsal:
 
     def as_dict(self) -> dict[str, Any]:
         figures = self.resources
-        average_cpu = (
-            figures.cpu_seconds / figures.wall_seconds
-            if figures.cpu_seconds is not None and figures.wall_seconds
-            else None
-        )
+        average_cpu, cpu_source = figures.cpu_average(self.cpu_declared)
         percent = (
             round(100 * figures.peak_bytes / self.memory_declared, 1)
             if figures.peak_bytes is not None and self.memory_declared
@@ -199,14 +310,25 @@ class Rehearsal:
             "memory": {
                 "declaredBytes": self.memory_declared,
                 "peakBytes": figures.peak_bytes,
+                "peakSource": figures.peak_source(),
                 "atReadyBytes": figures.at_ready_bytes,
+                "atReadySource": (
+                    None if figures.at_ready_bytes is None else "a sample between ready and the first job"
+                ),
                 "cgroupMaxBytes": figures.cgroup_max_bytes,
+                "cgroupMaxSource": (
+                    None
+                    if figures.cgroup_max_bytes is None
+                    else "the cgroup's high-water mark (memory_stats.max_usage), page cache included"
+                ),
                 "percentOfDeclared": percent,
                 "samples": figures.samples,
             },
             "cpu": {
                 "declared": self.cpu_declared,
                 "averageUsed": None if average_cpu is None else round(average_cpu, 3),
+                "averageSource": cpu_source,
+                "onlineCpus": figures.online_cpus,
             },
             "gpu": {"declared": self.gpu_declared, "checked": False},
             "statusTimeout": {
@@ -221,6 +343,10 @@ class Rehearsal:
             },
             "margin": self.margin,
         }
+
+
+def _mib(value: int) -> str:
+    return f"{value / 2**20:.0f} MiB"
 
 
 def _rounded(value: float | None) -> float | None:

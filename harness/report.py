@@ -20,6 +20,7 @@ from .errors import rule_link
 from .http import Exchange
 from .metadata import schema
 from .platform import FAILED, NOT_STARTED, READY
+from .rehearsal import NEAR_MEMORY
 
 REPORT_VERSION = 2
 EXCERPT_CHARS = 2048
@@ -300,10 +301,20 @@ def timeline_svg(steps: list[dict[str, Any]], width: int = 720) -> str:
     )
 
 
-def _bar(label: str, used: float | None, of: float | None, text: str, margin: float | None = None) -> str:
-    """One horizontal bar: what was used of what is declared or allowed."""
+def _bar(
+    label: str,
+    used: float | None,
+    of: float | None,
+    text: str,
+    margin: float | None = None,
+    source: str | None = None,
+) -> str:
+    """One horizontal bar: what was used of what is declared or allowed; ``source``: how it was measured."""
     if used is None or not of:
-        return f"<tr><th>{escape(label)}</th><td colspan='2'>not measured</td></tr>"
+        why = source if source and source.startswith("not measured") else "not measured"
+        return f"<tr><th>{escape(label)}</th><td colspan='2'>{escape(why)}</td></tr>"
+    if source:
+        text += f" ({source})"
     share = max(0.0, min(used / of, 1.0))
     over = margin is not None and share > 1 - margin
     colour = "#cf222e" if share >= 1 else "#bc4c00" if over else "#1a7f37"
@@ -341,12 +352,15 @@ def rehearsal_html(rehearsal: dict[str, Any] | None, warnings: list[str]) -> str
             memory["peakBytes"],
             memory["declaredBytes"],
             f"{mib(memory['peakBytes'])} of {mib(memory['declaredBytes'])} declared{percent}",
+            1 - NEAR_MEMORY,
+            memory.get("peakSource"),
         ),
         _bar(
             "CPU (average)",
             cpu["averageUsed"],
             cpu["declared"],
             f"{used_cpu} of {cpu['declared']:g} declared",
+            source=cpu.get("averageSource"),
         ),
         _bar(
             "ready after",

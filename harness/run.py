@@ -7,6 +7,7 @@ into its ``Observation``; each check's HTTP exchanges into that check's evidence
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -129,14 +130,22 @@ class ImageRun:
             self.died_during = self.unanswered_in
             raise NotRun(f"the model exited with code {code} during {self.died_during}, which failed")
         self.died_during = self.current.check_id if self.current else "a check"
-        state = container.state()
-        oom = f", killed by the engine: {self.out_of_memory()}" if state.get("OOMKilled") else ""
+        oom = bool(container.state().get("OOMKilled"))
         raise self.finding(
             "the model process",
             "to keep running and serving until POST /shutdown",
-            f"it exited with code {code}{oom}",
+            f"it exited with code {code}{self.exit_cause(oom)}",
             "lifetime",
         )
+
+    def exit_cause(self, oom_killed: bool) -> str:
+        """What ended the model, to follow its exit code: the engine's out-of-memory kill, or
+        the line of its log that explains it (a traceback's last line), so that a failure's
+        first lines name the cause."""
+        if oom_killed:
+            return f", killed by the engine: {self.out_of_memory()}"
+        line = explaining_line(self.container.log_tail() if self.container is not None else "")
+        return f": {line}" if line else ""
 
     def out_of_memory(self) -> str:
         """An out-of-memory kill, against the declared memory, with the peak seen before it."""
@@ -367,9 +376,9 @@ class ImageRun:
 
     def not_ready_reason(self, readiness: Readiness) -> str:
         if readiness.exit_code is not None:
-            oom = f", killed by the engine: {self.out_of_memory()}" if readiness.oom_killed else ""
             return (
-                f"the container exited with code {readiness.exit_code} after {readiness.seconds:.1f} s{oom}"
+                f"the container exited with code {readiness.exit_code} during start-up, "
+                f"after {readiness.seconds:.1f} s{self.exit_cause(readiness.oom_killed)}"
             )
         if readiness.other_ports:
             assert self.container is not None
@@ -417,6 +426,8 @@ class ImageRun:
             dirs = staged.pop() if staged else jobs.stage(container, inputs)
         job = {"type": "file", "input": dirs.input_dir, "output": dirs.output_dir, **(payload or {})}
         assert container.http is not None
+        if self.sampler is not None:
+            self.sampler.mark_busy()
         with timed(steps, *next(number)) as details:
             exchange = container.http.post_json("/run", job, timeout=self.run_timeout)
             self.cite(exchange)
@@ -459,6 +470,8 @@ class ImageRun:
     def post_raw(self, path: str, body: bytes, content_type: str) -> Exchange:
         container = self.require_ready()
         assert container.http is not None
+        if self.sampler is not None:
+            self.sampler.mark_busy()
         exchange = container.http.request(
             "POST", path, body=body, headers={"Content-Type": content_type}, timeout=self.run_timeout
         )
@@ -472,7 +485,9 @@ class ImageRun:
             container = self.require_ready()
             assert container.http is not None
             if self.sampler is not None:
-                self.sampler.stop()  # the figures of the running model, not of its way out
+                # The figures of the running model, not of its way out; the high-water mark
+                # read now holds a /run too short for any sample.
+                self.sampler.final()
             # One deadline covers the answer and the exit.
             began = time.monotonic()
             exchange = container.http.request("POST", "/shutdown", timeout=self.options.shutdown_timeout)
@@ -504,6 +519,27 @@ class ImageRun:
         self.container = None
         self.client = None
         self.cleanup_problems = problems
+
+
+# A line that reads as an error's own: `Name: message` of an exception (a Python traceback's
+# last line, Java's `Exception in thread ...`), a Go panic, or a line headed error/fatal.
+_EXPLAINING = re.compile(
+    r"^(?:[A-Za-z_][\w.$]*(?:Error|Exception|Exit|Interrupt)\b|Traceback\b|(?i:panic:|fatal\b|error\b))"
+)
+EXPLAINING_MAX = 200  # characters of a log line quoted in a failure's first line
+
+
+def explaining_line(log_tail: str) -> str | None:
+    """The line of a log tail that explains an exit: the last one that reads as an error's,
+    else the last line that is not empty; at most EXPLAINING_MAX characters."""
+    lines = [line.strip() for line in log_tail.splitlines()]
+    lines = [line.removeprefix("[...]").strip() for line in lines if line]
+    chosen = next((line for line in reversed(lines) if _EXPLAINING.match(line)), None)
+    chosen = chosen or next((line for line in reversed(lines) if line), None)
+    if chosen is None:
+        return None
+    chosen = "".join(c if c.isprintable() else " " for c in chosen)
+    return chosen if len(chosen) <= EXPLAINING_MAX else chosen[: EXPLAINING_MAX - 3] + "..."
 
 
 def _inputs_key(inputs: Mapping[str, bytes | Path]) -> object:

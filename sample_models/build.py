@@ -68,6 +68,7 @@ SAMPLES: tuple[Sample, ...] = (
     Sample("broken-ignores-port", "listens on 8080 whatever PSC_MODEL_PORT says"),
     Sample("broken-never-ready", "/status answers 503 forever"),
     Sample("broken-exit-at-start", "exits with code 3 at start"),
+    Sample("broken-missing-dependency", "exits with code 1 at start: a module it imports (torch) is missing"),
     Sample("broken-run-no-output", "/run answers 200 without writing the declared output"),
     Sample("broken-run-error-not-json", "/run errors answer text/plain"),
     Sample("broken-shutdown-exit-1", "/shutdown ends the process with exit code 1"),
@@ -76,6 +77,8 @@ SAMPLES: tuple[Sample, ...] = (
     Sample("broken-memory-hog", "/run uses 512 MiB, twice the memory model.yaml declares"),
     Sample("broken-output-media-type", "/run writes results.json, declared application/json, as plain text"),
     Sample("langid-close-to-timeout", "", ready_after=11),  # by the clock, from its process's start
+    # Each /run touches 200 MiB and frees it before answering, within a declared 512M.
+    Sample("langid-run-allocates", "", model_yaml="variants/memory-512m.yaml"),
     Sample("hostile-log-flood", "", hostile="writes 256 MiB of log at start", log_flood_mib=256),
     Sample(
         "hostile-log-flood-1g", "", hostile="writes 1 GiB of log at start", log_flood_mib=1024, on_demand=True

@@ -1036,6 +1036,16 @@ KILLED_LOADING_TAR = Scenario("killed-loading-tar", _killed_loading_tar, cost=10
 NOT_RUN_XDIST_RS = sample_run("broken-exit-at-start", "-n", "1", "-rs", suffix="-xdist-rs")
 
 
+# -- the platform rehearsal's figures; what a model's exit says ----------------------------------
+
+# Ready in under a second, a battery of a second or two: its figures rest on few samples.
+REHEARSAL_QUICK = Run("rehearsal-quick", ("--model-image", LANGID_ARG, "--status-timeout=60s"), cost=4)
+SAMPLES_WITHOUT_DATA.add("broken-missing-dependency")  # it never starts
+SAMPLES_WITH_ONE_CASE.add("langid-run-allocates")  # each /run touches 200 MiB, then frees it
+SAMPLE_ARGS["langid-run-allocates"] = ("--status-timeout=60s",)  # its start is not what is measured
+SAMPLE_RUNS.update({name: sample_run(name) for name in ("broken-missing-dependency", "langid-run-allocates")})
+
+
 def _catalog() -> list[Run | Scenario]:
     found: list[Run | Scenario] = []
     for value in list(globals().values()):

@@ -60,6 +60,10 @@ def process_started() -> float:
 
 def main() -> None:
     variant = os.environ.get("PSC_SAMPLE_VARIANT", "")
+    if variant == "broken-missing-dependency":
+        # As an image built without one of its requirements: the import fails, Python exits with 1.
+        import torch  # type: ignore[import-not-found]  # noqa: F401
+
     if variant == "broken-exit-at-start":
         print("langid: refusing to start (sample defect: exit at start)", flush=True)
         sys.exit(3)

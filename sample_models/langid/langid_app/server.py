@@ -92,13 +92,16 @@ def write_padded(path: Path, result: dict[str, Any], fill: str = "A", size: int 
 
 
 HOG_BYTES = 512 * 2**20  # twice the 256M the sample declares
+BURST_BYTES = 200 * 2**20  # langid-run-allocates: well within the 512M it declares
 
 
-def hog() -> None:
-    """Touch more memory than model.yaml declares: the engine's out-of-memory killer ends the worker."""
-    block = bytearray(HOG_BYTES)
-    for offset in range(0, HOG_BYTES, 4096):
+def hog(size: int = HOG_BYTES) -> None:
+    """Touch ``size`` bytes of memory, then free them (more than model.yaml declares: the
+    engine's out-of-memory killer ends the worker first)."""
+    block = bytearray(size)
+    for offset in range(0, size, 4096):
         block[offset] = 1
+    del block
 
 
 def litter(*job_dirs: Path) -> None:
@@ -245,6 +248,8 @@ def create_app(variant: str, ready_at: float) -> Flask:
                 raise JobError(422, f"the input is larger than the {limit} limit")
             if variant == "broken-memory-hog":
                 hog()
+            if variant == "langid-run-allocates":
+                hog(BURST_BYTES)  # a short peak, gone before the answer
             try:
                 result = model().predict(data)
             except InputRejected as exc:

@@ -1,0 +1,210 @@
+"""The platform rehearsal's resource figures, and what a failure says of a model's exit."""
+
+from __future__ import annotations
+
+import re
+from html import escape
+from typing import Any
+
+import pytest
+
+from harness import rehearsal, report
+from harness.rehearsal import Rehearsal, ResourceFigures, Timing
+from harness.run import explaining_line
+from tests import runs
+from tests.harness_runs import HarnessRuns
+
+MIB = 2**20
+TRACEBACK = """\
+Traceback (most recent call last):
+  File "<frozen runpy>", line 198, in _run_module_as_main
+  File "/opt/app/langid_app/serve.py", line 5, in <module>
+    import torch
+ModuleNotFoundError: No module named 'torch'
+"""
+
+
+def stats(
+    read: str, usage: int, cpu: float, *, max_usage: int | None = None, inactive: int = 0
+) -> dict[str, Any]:
+    """An engine's stats answer, as cgroup v1 gives it (max_usage) or v2 (without)."""
+    memory: dict[str, Any] = {"usage": usage, "stats": {"total_inactive_file": inactive}}
+    if max_usage is not None:
+        memory["max_usage"] = max_usage
+    return {
+        "read": read,
+        "memory_stats": memory,
+        "cpu_stats": {"cpu_usage": {"total_usage": int(cpu * 1e9)}, "online_cpus": 2},
+    }
+
+
+# -- figures, from stats answers --------------------------------------------------------------------
+
+
+def test_one_read_at_the_start_gives_no_cpu_average() -> None:
+    # The read that comes as the container starts: a burst of CPU in a few milliseconds.
+    figures = ResourceFigures()
+    figures.count(stats("2026-12-01T21:51:04.571584080Z", 1 * MIB, 0.045), "a")
+    average, source = figures.cpu_average(1.0)
+    assert average is None and source.startswith("not measured"), source
+
+
+def test_cpu_average_is_taken_between_reads_a_second_apart_or_more() -> None:
+    figures = ResourceFigures()
+    figures.count(stats("2026-12-01T21:51:04.5Z", 5 * MIB, 0.2), "a")
+    figures.count(stats("2026-12-01T21:51:06.5Z", 40 * MIB, 0.7), "a")
+    average, source = figures.cpu_average(1.0)
+    assert average == pytest.approx(0.25)
+    assert "2.0 s apart" in source
+
+
+def test_an_impossible_cpu_average_is_not_given() -> None:
+    figures = ResourceFigures()
+    figures.count(stats("2026-12-01T21:51:04.5Z", 5 * MIB, 0.2), "a")
+    figures.count(stats("2026-12-01T21:51:05.5Z", 5 * MIB, 4.7), "a")  # 4.5 CPUs of 1
+    average, source = figures.cpu_average(1.0)
+    assert average is None and "more than the container could use" in source
+
+
+def test_cpu_reads_of_two_containers_are_not_mixed() -> None:
+    # A model started again (checks after /shutdown) starts its CPU time from zero.
+    figures = ResourceFigures()
+    figures.count(stats("2026-12-01T21:51:04.5Z", 5 * MIB, 3.0), "first")
+    figures.count(stats("2026-12-01T21:51:06.5Z", 5 * MIB, 0.1), "second")
+    assert figures.cpu_average(1.0)[0] is None
+
+
+def test_the_high_water_mark_holds_a_peak_between_samples() -> None:
+    figures = ResourceFigures()
+    figures.count(stats("2026-12-01T21:51:04.5Z", 35 * MIB, 0.2, inactive=22 * MIB), "a")
+    assert figures.peak_bytes == 13 * MIB
+    source = figures.peak_source()
+    assert source is not None and "1 sample(s)" in source and "no high-water mark" in source
+    figures.count(stats("2026-12-01T21:51:05.5Z", 35 * MIB, 0.2, max_usage=58 * MIB, inactive=22 * MIB), "a")
+    assert figures.peak_bytes == 36 * MIB
+    source = figures.peak_source()
+    assert source is not None and "not after the last /run" in source
+    # After the last /run: it touched 200 MiB between two samples.
+    final = stats("2026-12-01T21:51:06.5Z", 58 * MIB, 0.3, max_usage=280 * MIB, inactive=22 * MIB)
+    figures.count(final, "a", final=True)
+    assert figures.peak_bytes == 258 * MIB
+    assert figures.cgroup_max_bytes == 280 * MIB
+    source = figures.peak_source()
+    assert source is not None and "high-water mark, read after the last /run" in source
+
+
+def test_a_sample_above_the_high_water_estimate_says_so() -> None:
+    figures = ResourceFigures()
+    figures.count(stats("2026-12-01T21:51:04.5Z", 250 * MIB, 0.2, max_usage=270 * MIB, inactive=0), "a")
+    final = stats("2026-12-01T21:51:05.5Z", 60 * MIB, 0.3, max_usage=270 * MIB, inactive=30 * MIB)
+    figures.count(final, "a", final=True)
+    assert figures.peak_bytes == 270 * MIB  # the first read's estimate, no inactive cache then
+    figures = ResourceFigures()
+    figures.count(stats("2026-12-01T21:51:04.5Z", 250 * MIB, 0.2, max_usage=250 * MIB), "a", final=True)
+    source = figures.peak_source()
+    assert figures.peak_bytes == 250 * MIB and source is not None
+    assert source.endswith(
+        "above the cgroup's high-water mark less its inactive file cache, read after the last /run"
+    )
+
+
+def test_without_a_high_water_mark_the_peak_says_it_is_sampled() -> None:
+    figures = ResourceFigures()  # cgroup v2: no max_usage
+    figures.count(stats("2026-12-01T21:51:04.5Z", 40 * MIB, 0.2), "a", final=True)
+    assert figures.peak_bytes == 40 * MIB and figures.cgroup_max_bytes is None
+    source = figures.peak_source()
+    assert source is not None and "a peak between two samples is missed" in source
+
+
+def test_a_peak_near_the_declared_memory_is_a_warning_and_an_orange_bar() -> None:
+    found = Rehearsal(512 * MIB, 1.0, 0, Timing(60.0, 5.0), Timing(60.0, 0.37))
+    found.resources.count(
+        stats("2026-12-01T21:51:04.5Z", 462 * MIB, 1.0, max_usage=470 * MIB), "a", final=True
+    )
+    (warning,) = found.warnings()
+    assert warning.startswith("memory peak 470 MiB is 92% of the 512 MiB declared (more than 80%)"), warning
+    html = report.rehearsal_html(found.as_dict(), found.warnings())
+    assert "#bc4c00" in html and "high-water mark" in html
+    assert found.as_dict()["memory"]["peakSource"] == found.resources.peak_source()
+
+
+def test_engine_times() -> None:
+    assert rehearsal._engine_time("0001-01-01T00:00:00Z") is None
+    assert rehearsal._engine_time("soon") is None
+    one = rehearsal._engine_time("2026-12-01T21:51:04.571584080Z")
+    assert one is not None and one % 1 == pytest.approx(0.571584080)
+
+
+# -- the line that explains an exit -------------------------------------------------------------------
+
+
+def test_the_explaining_line_is_an_exceptions_last_line() -> None:
+    assert explaining_line(TRACEBACK) == "ModuleNotFoundError: No module named 'torch'"
+    gunicorn = TRACEBACK + "[2026-12-01 21:00:00 +0000] [1] [INFO] Reason: Worker failed to boot.\n"
+    assert explaining_line(gunicorn) == "ModuleNotFoundError: No module named 'torch'"
+    assert explaining_line("langid: refusing to start\n\n") == "langid: refusing to start"
+    assert explaining_line("") is None
+    long = explaining_line("x" * 1000)
+    assert long is not None and len(long) == 200
+
+
+# -- against real images ------------------------------------------------------------------------------
+
+
+@pytest.mark.docker
+@pytest.mark.harness(runs.REHEARSAL_QUICK)
+def test_a_quick_model_has_its_figures(harness: HarnessRuns) -> None:
+    result = harness(runs.REHEARSAL_QUICK)  # langid without test cases: ready in under a second
+    assert result.returncode == 0, str(result)
+    found = result.json["rehearsal"]
+    memory, cpu = found["memory"], found["cpu"]
+    # docker stats shows about 35 MiB for this model idle: the figure is not the start's 1 MiB.
+    assert memory["peakBytes"] is not None and memory["peakBytes"] > 15 * MIB, found
+    assert "high-water mark" in memory["peakSource"], found
+    assert memory["samples"] >= 1
+    assert cpu["averageUsed"] is not None and 0 < cpu["averageUsed"] <= cpu["declared"] + 0.1, found
+    assert "apart" in cpu["averageSource"]
+    assert report.validate(result.json) == []
+    assert result.report_dir is not None
+    html = (result.report_dir / "conformance.html").read_text()
+    assert escape(memory["peakSource"]) in html and escape(cpu["averageSource"]) in html
+
+
+@pytest.mark.docker
+@pytest.mark.harness(runs.SAMPLE_RUNS["langid-run-allocates"])
+def test_a_peak_during_a_short_run_is_seen(harness: HarnessRuns) -> None:
+    result = harness(runs.SAMPLE_RUNS["langid-run-allocates"])  # 200 MiB touched, freed before the answer
+    assert result.returncode == 0, str(result)
+    memory = result.json["rehearsal"]["memory"]
+    assert memory["peakBytes"] >= 200 * MIB, memory
+    assert memory["declaredBytes"] == 512 * MIB
+    # The memory at ready is never a read made during a /run (about 40 MiB here, or none).
+    assert memory["atReadyBytes"] is None or memory["atReadyBytes"] < 150 * MIB, memory
+
+
+@pytest.mark.docker
+@pytest.mark.harness(runs.SAMPLE_RUNS["broken-memory-hog"])
+def test_a_peak_at_the_declared_memory_is_a_warning(harness: HarnessRuns) -> None:
+    result = harness(runs.SAMPLE_RUNS["broken-memory-hog"])  # its worker is killed at each /run
+    assert result.checks()["status.ready"]["outcome"] == "passed", str(result)
+    assert any(w.startswith("memory peak") for w in result.json["warnings"]), result.json["rehearsal"]
+
+
+@pytest.mark.docker
+@pytest.mark.harness(runs.SAMPLE_RUNS["broken-missing-dependency"])
+def test_an_exit_at_start_names_its_cause_first(harness: HarnessRuns) -> None:
+    result = harness(runs.SAMPLE_RUNS["broken-missing-dependency"])
+    assert result.returncode == 1 and result.with_outcome("failed") == {"status.ready"}, str(result)
+    message = result.checks()["status.ready"]["message"]
+    first_lines = message.splitlines()[:2]
+    assert any("ModuleNotFoundError: No module named 'torch'" in line for line in first_lines), message
+    assert "the container exited with code 1 during start-up" in message
+
+
+@pytest.mark.docker
+@pytest.mark.harness(runs.SAMPLE_RUNS["hostile-crash-during-run"])
+def test_an_exit_during_a_check_names_its_cause(harness: HarnessRuns) -> None:
+    result = harness(runs.SAMPLE_RUNS["hostile-crash-during-run"])
+    message = result.checks()["run.example[english]"]["message"]
+    # The log's last line follows the exit code (here gunicorn's own, after the model's).
+    assert re.search(r"exited with code 70: \S", message.splitlines()[1]), message
