@@ -734,6 +734,19 @@ def _beside_a_live_run(ctx: Context) -> dict[str, Result]:
 
 BESIDE_A_LIVE_RUN = Scenario("beside-a-live-run", _beside_a_live_run, cost=16, waits=True)
 
+# -- the envelope: reason phrases, integer codes, one Content-Type, 404 and 405 ------------------
+
+# Their defects are outside the /run jobs: no test cases needed.
+ENVELOPE_SAMPLES = (
+    "broken-status-phrase",
+    "broken-status-code-float",
+    "broken-two-content-types",
+    "broken-404-html",
+    "broken-405-html",
+)
+SAMPLES_WITHOUT_DATA.update(ENVELOPE_SAMPLES)
+SAMPLE_RUNS.update({name: sample_run(name) for name in ENVELOPE_SAMPLES})
+
 
 def _catalog() -> list[Run | Scenario]:
     found: list[Run | Scenario] = []
