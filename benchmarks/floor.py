@@ -59,6 +59,9 @@ def main(image: str, data: Path) -> None:
                 url + "/run", json={"type": "file", "input": f"/in/{n}", "output": f"/out/{n}"}, timeout=20
             )
         http.post(url + "/run", data=b"not json", headers={"Content-Type": "text/plain"}, timeout=20)
+        http.get(url + "/psc-floor-unknown", timeout=20)  # route.unknown-404
+        http.get(url + "/run", timeout=20)  # route.wrong-method-405
+        http.put(url + "/status", timeout=20)
         http.get(url + "/status", timeout=20)
         http.post(url + "/shutdown", timeout=20)
         container.wait(timeout=20)

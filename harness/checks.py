@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from http import HTTPStatus
 from typing import Any
 
 import jsonschema
@@ -19,6 +22,19 @@ from .rehearsal import media_type_problem
 from .run import ImageRun
 
 JSON = "application/json"
+
+# Reason phrases servers send besides this Python's own: the names of older and newer RFCs
+# (Python 3.13 took RFC 9110's) and werkzeug's. Hyphens and case are not compared.
+OTHER_PHRASES: dict[int, tuple[str, ...]] = {
+    302: ("Moved Temporarily",),
+    306: ("Switch Proxy",),
+    413: ("Request Entity Too Large", "Payload Too Large", "Content Too Large"),
+    414: ("Request-URI Too Long", "URI Too Long"),
+    416: ("Requested Range Not Satisfiable", "Range Not Satisfiable"),
+    422: ("Unprocessable Entity", "Unprocessable Content"),
+    449: ("Retry With",),
+    511: ("Network Authentication Failed",),
+}
 
 # The phases of a battery, in the order they run.
 IMAGE, STATUS, RUN, SHUTDOWN = "image", "status", "run", "shutdown"
@@ -66,9 +82,32 @@ def require_status(run: ImageRun, exchange: Exchange, expected: int, rule: str) 
 def require_json_envelope(run: ImageRun, exchange: Exchange) -> dict[str, Any]:
     """Content-Type application/json, a body matching the envelope, statusCode == the HTTP status."""
     require_answer(run, exchange, "json")
+    require_json_type(run, exchange)
+    return require_envelope_body(run, exchange)
+
+
+def require_json_type(run: ImageRun, exchange: Exchange) -> None:
+    """One Content-Type header, application/json: a client may read either of two."""
+    values = exchange.header_values("Content-Type")
+    if len(values) > 1:
+        shown = ", ".join(repr(value[:100]) for value in values[:5])
+        actual = f"{len(values)} Content-Type headers ({shown})"
+        raise run.finding(exchange.route, f"one Content-Type header, {JSON}", actual, "json")
     if exchange.media_type != JSON:
         raise run.finding(exchange.route, f"Content-Type {JSON}", exchange.summary(), "json")
-    return require_envelope_body(run, exchange)
+
+
+def reason_phrases(code: int) -> list[str]:
+    """The reason phrases known for a status code, this Python's first; none for an unregistered code."""
+    try:
+        known = [HTTPStatus(code).phrase]
+    except ValueError:
+        known = []
+    return [*known, *(p for p in OTHER_PHRASES.get(code, ()) if p not in known)]
+
+
+def normal_phrase(phrase: str) -> str:
+    return " ".join(phrase.replace("-", " ").split()).lower()
 
 
 def require_envelope_body(run: ImageRun, exchange: Exchange) -> dict[str, Any]:
@@ -89,11 +128,20 @@ def require_envelope_body(run: ImageRun, exchange: Exchange) -> dict[str, Any]:
             same_root(run, f"{where}: {message}"),
             "envelope",
         )
-    if body["statusCode"] != exchange.status:
-        actual = f"statusCode {body['statusCode']}"
+    code = body["statusCode"]
+    if type(code) is not int:
+        # JSON Schema's "integer" takes 200.0 too; a client that reads an integer does not.
+        actual = f"statusCode {json.dumps(code)}, a number with a fraction or exponent"
+        raise run.finding(exchange.route, "statusCode a JSON integer such as 200", actual, "envelope")
+    if code != exchange.status:
+        actual = f"statusCode {code}"
         raise run.finding(
             exchange.route, f"statusCode {exchange.status} (the HTTP status)", actual, "envelope"
         )
+    phrases = reason_phrases(code)
+    if phrases and normal_phrase(body["status"]) not in {normal_phrase(p) for p in phrases}:
+        expected = f"status {phrases[0]!r} (the reason phrase of {code})"
+        raise run.finding(exchange.route, expected, f"status {body['status'][:100]!r}", "envelope")
     return body  # type: ignore[no-any-return]
 
 
@@ -199,9 +247,7 @@ def ready_status_exchange(run: ImageRun) -> Exchange:
 
 
 def status_content_type(run: ImageRun) -> None:
-    exchange = ready_status_exchange(run)
-    if exchange.media_type != JSON:
-        raise run.finding("GET /status", f"Content-Type {JSON}", exchange.summary(), "json")
+    require_json_type(run, ready_status_exchange(run))
 
 
 def status_schema(run: ImageRun) -> None:
@@ -318,6 +364,28 @@ def run_output_written(run: ImageRun) -> None:
     require_regular_outputs(run, result, "run-200")
 
 
+def ready_request(run: ImageRun, method: str, path: str) -> Exchange:
+    container = run.require_ready()
+    assert container.http is not None
+    exchange = container.http.request(method, path, timeout=run.run_timeout)
+    run.cite(exchange)
+    return exchange
+
+
+def route_unknown_404(run: ImageRun) -> None:
+    # A new path each run: no answer made for one known path can pass for the rule.
+    exchange = ready_request(run, "GET", f"/psc-harness-{secrets.token_hex(6)}")
+    require_status(run, exchange, 404, "unknown-routes")
+    require_json_envelope(run, exchange)
+
+
+def route_wrong_method_405(run: ImageRun) -> None:
+    for method, path in (("GET", "/run"), ("PUT", "/status")):
+        exchange = ready_request(run, method, path)
+        require_status(run, exchange, 405, "unknown-routes")
+        require_json_envelope(run, exchange)
+
+
 def no_cases(kind: str, run: ImageRun) -> None:
     if run.options.model_data is None:
         raise CheckSkipped("no test cases: give them with --model-data DIR")
@@ -384,7 +452,7 @@ HEAD = (
     Check(
         "status.content-type",
         "json",
-        "GET /status answers Content-Type application/json",
+        "GET /status answers one Content-Type header, application/json",
         STATUS,
         True,
         status_content_type,
@@ -392,7 +460,7 @@ HEAD = (
     Check(
         "status.schema",
         "envelope",
-        "the /status body is the envelope, statusCode equal to the HTTP status",
+        "the /status body is the envelope, statusCode the HTTP status (an integer), status its reason phrase",
         STATUS,
         True,
         status_schema,
@@ -431,6 +499,23 @@ RUN_CHECKS = (
         RUN,
         True,
         run_output_written,
+    ),
+    # Requests of the run timeout's length, like the jobs: counted in the per-image bound.
+    Check(
+        "route.unknown-404",
+        "unknown-routes",
+        "GET of an unknown path gets 404 JSON",
+        RUN,
+        True,
+        route_unknown_404,
+    ),
+    Check(
+        "route.wrong-method-405",
+        "unknown-routes",
+        "GET /run and PUT /status get 405 JSON",
+        RUN,
+        True,
+        route_wrong_method_405,
     ),
 )
 TAIL = (

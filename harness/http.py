@@ -43,7 +43,9 @@ class Exchange:
     request_body: bytes
     outcome: Outcome = Outcome.FAILED
     status: int | None = None  # set once the status line arrived, even if the body then failed
-    headers: dict[str, str] = field(default_factory=dict)  # names in lower case
+    # Names in lower case; a repeated field's values joined by ", " (RFC 9110, section 5.3).
+    headers: dict[str, str] = field(default_factory=dict)
+    fields: list[tuple[str, str]] = field(default_factory=list)  # every field as received, in order
     body: bytes = b""
     body_truncated: bool = False
     detail: str = ""  # why an exchange did not end in a whole answer
@@ -59,6 +61,10 @@ class Exchange:
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
+
+    def header_values(self, name: str) -> list[str]:
+        """Each value a field of this name had, in order: a repeat a single field hides."""
+        return [value for key, value in self.fields if key == name.lower()]
 
     @property
     def media_type(self) -> str | None:
@@ -210,7 +216,10 @@ class ModelClient:
         response = http.client.HTTPResponse(_Socket(_DeadlineReader(sock, deadline)))  # type: ignore[arg-type]
         response.begin()
         exchange.status = response.status
-        exchange.headers = {name.lower(): value for name, value in response.getheaders()}
+        exchange.fields = [(name.lower(), value) for name, value in response.getheaders()]
+        for name, value in exchange.fields:
+            seen = exchange.headers.get(name)
+            exchange.headers[name] = value if seen is None else f"{seen}, {value}"
         kept = bytearray()
         while True:
             chunk = response.read(READ_SIZE)

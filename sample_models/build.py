@@ -65,6 +65,13 @@ SAMPLES: tuple[Sample, ...] = (
     Sample("langid-non-root", "", target="non-root"),
     Sample("broken-status-html", "/status answers Content-Type text/html"),
     Sample("broken-status-no-statuscode", "the /status body lacks statusCode"),
+    Sample("broken-status-phrase", 'the /status body says "status": "Ready", not the reason phrase "OK"'),
+    Sample("broken-status-code-float", 'the /status body says "statusCode": 200.0, not the integer 200'),
+    Sample(
+        "broken-two-content-types", "/status sends two Content-Type headers: text/html, then application/json"
+    ),
+    Sample("broken-404-html", "an unknown route gets 404 as Flask's HTML page, not the JSON envelope"),
+    Sample("broken-405-html", "a wrong method gets 405 as Flask's HTML page, not the JSON envelope"),
     Sample("broken-ignores-port", "listens on 8080 whatever PSC_MODEL_PORT says"),
     Sample("broken-never-ready", "/status answers 503 forever"),
     Sample("broken-exit-at-start", "exits with code 3 at start"),

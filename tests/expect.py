@@ -22,6 +22,8 @@ ALL_CHECKS = {
     "run.wrong-type-400",
     "run.missing-input-400",
     "run.output-written",
+    "route.unknown-404",
+    "route.wrong-method-405",
     "shutdown.response",
     "shutdown.exit-code",
 }

@@ -1046,6 +1046,20 @@ SAMPLE_ARGS["langid-run-allocates"] = ("--status-timeout=60s",)  # its start is 
 SAMPLE_RUNS.update({name: sample_run(name) for name in ("broken-missing-dependency", "langid-run-allocates")})
 
 
+# -- the envelope: reason phrases, integer codes, one Content-Type, 404 and 405 ------------------
+
+# Their defects are outside the /run jobs: no test cases needed.
+ENVELOPE_SAMPLES = (
+    "broken-status-phrase",
+    "broken-status-code-float",
+    "broken-two-content-types",
+    "broken-404-html",
+    "broken-405-html",
+)
+SAMPLES_WITHOUT_DATA.update(ENVELOPE_SAMPLES)
+SAMPLE_RUNS.update({name: sample_run(name) for name in ENVELOPE_SAMPLES})
+
+
 def _catalog() -> list[Run | Scenario]:
     found: list[Run | Scenario] = []
     for value in list(globals().values()):

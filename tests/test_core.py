@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import cases, compare, metadata, rehearsal, units
-from harness.errors import SetupError
+from harness import cases, checks, compare, metadata, rehearsal, units
+from harness.errors import Nonconformance, SetupError
 from harness.http import ModelClient, Outcome
 
 MODEL_YAML = (Path(__file__).resolve().parent.parent / "sample_models" / "langid" / "model.yaml").read_text()
@@ -169,6 +169,92 @@ def test_json_nested_too_deep_is_not_json(server) -> None:  # type: ignore[no-un
     exchange = server(lambda conn: conn.sendall(head + body)).request("GET", "/", timeout=2)
     with pytest.raises(ValueError, match="nested too deeply"):
         exchange.json()
+
+
+# -- the envelope and its media type, every route's answer ------------------------------------
+
+
+class EnvelopeRun:
+    """What the envelope assertions use of an ImageRun: findings, and no check under way."""
+
+    current = None
+
+    def __init__(self) -> None:
+        self.root_causes: dict[str, str] = {}
+
+    def finding(self, route: str, expected: str, actual: str, rule: str) -> Nonconformance:
+        return Nonconformance(route, expected, actual, rule)
+
+
+def answer(status: int, body: object, *content_types: str) -> bytes:
+    data = json.dumps(body).encode()
+    head = f"HTTP/1.1 {status} X\r\nContent-Length: {len(data)}\r\n"
+    head += "".join(f"Content-Type: {value}\r\n" for value in content_types)
+    return head.encode() + b"\r\n" + data
+
+
+def envelope_of(server, status: int, body: object, *content_types: str) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    reply = answer(status, body, *content_types)
+    exchange = server(lambda conn: conn.sendall(reply)).request("GET", "/status", timeout=2)
+    assert exchange.answered, exchange.summary()
+    return checks.require_json_envelope(EnvelopeRun(), exchange)  # type: ignore[arg-type]
+
+
+def test_every_header_field_is_kept(server) -> None:  # type: ignore[no-untyped-def]
+    reply = answer(200, {}, "text/html", "application/json")
+    exchange = server(lambda conn: conn.sendall(reply)).request("GET", "/status", timeout=2)
+    assert exchange.header_values("content-type") == ["text/html", "application/json"]
+    assert exchange.header("Content-Type") == "text/html, application/json"  # as RFC 9110 joins them
+
+
+def test_two_content_types_fail_the_json_rule(server) -> None:  # type: ignore[no-untyped-def]
+    ok = {"statusCode": 200, "status": "OK", "message": "ready"}
+    with pytest.raises(Nonconformance) as caught:
+        envelope_of(server, 200, ok, "text/html; charset=utf-8", "application/json")
+    assert caught.value.rule == "json"
+    assert "2 Content-Type headers ('text/html; charset=utf-8', 'application/json')" in caught.value.actual
+
+
+def test_status_code_must_be_a_json_integer(server) -> None:  # type: ignore[no-untyped-def]
+    reply = b'{"statusCode": 200.0, "status": "OK", "message": "ready"}'
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(reply)}\r\n\r\n"
+    exchange = server(lambda conn: conn.sendall(head.encode() + reply)).request("GET", "/", timeout=2)
+    with pytest.raises(Nonconformance) as caught:
+        checks.require_json_envelope(EnvelopeRun(), exchange)  # type: ignore[arg-type]
+    assert (caught.value.rule, caught.value.actual) == (
+        "envelope",
+        "statusCode 200.0, a number with a fraction or exponent",
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "phrase"),
+    [
+        (200, "OK"),
+        (200, "ok"),
+        (202, "Accepted"),
+        (415, "Unsupported Media Type"),
+        (422, "Unprocessable Entity"),  # Python up to 3.12, werkzeug
+        (422, "Unprocessable Content"),  # Python 3.13, RFC 9110
+        (414, "Request URI Too Long"),  # werkzeug; Python 3.11 says Request-URI Too Long
+        (404, "NOT FOUND"),
+        (299, "Whatever"),  # no registered phrase to hold it to
+    ],
+)
+def test_known_reason_phrases_pass(server, status: int, phrase: str) -> None:  # type: ignore[no-untyped-def]
+    body = {"statusCode": status, "status": phrase, "message": "m"}
+    assert envelope_of(server, status, body, "application/json") == body
+
+
+@pytest.mark.parametrize(("status", "phrase"), [(200, "Banana"), (200, "Ready"), (422, "Bad Request")])
+def test_any_other_reason_phrase_fails(server, status: int, phrase: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(Nonconformance) as caught:
+        envelope_of(
+            server, status, {"statusCode": status, "status": phrase, "message": "m"}, "application/json"
+        )
+    assert caught.value.rule == "envelope"
+    assert caught.value.actual == f"status {phrase!r}"
+    assert f"(the reason phrase of {status})" in caught.value.expected
 
 
 # -- test data as authors keep it -------------------------------------------------------------
@@ -371,3 +457,11 @@ def test_xdist_scopes_match_an_image_label_whole() -> None:
     assert image_of("test_mine.py::test_x[m:100]", labels) is None
     assert image_of("test_mine.py::test_plain", labels) is None
     assert image_of("test_mine.py::test_plain", ["only"]) == "only"
+
+
+def test_every_rule_of_the_battery_is_an_anchor_of_the_contract() -> None:
+    from harness.__main__ import contract_text
+
+    for check in checks.battery(None, strict=True):
+        assert contract_text(check.rule).strip(), check.id
+    assert "405 Method Not Allowed" in contract_text("unknown-routes")

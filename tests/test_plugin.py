@@ -11,6 +11,7 @@ import re
 
 import pytest
 
+from harness import checks
 from sample_models import build
 from tests import runs
 from tests.expect import (
@@ -161,6 +162,11 @@ EXPECTED_FAILURES: dict[str, set[str]] = {
     "broken-ignores-output-dir": {*RUN_EXAMPLES, "run.output-written"},
     "langid-hard-link-output": set(),
     "hostile-huge-undeclared-output": set(),
+    "broken-status-phrase": {"status.schema"},
+    "broken-status-code-float": {"status.schema"},
+    "broken-two-content-types": {"status.content-type"},
+    "broken-404-html": {"route.unknown-404"},
+    "broken-405-html": {"route.wrong-method-405"},
 }
 # Tested on their own below: what fails there depends on more than the sample.
 TESTED_APART = {"hostile-huge-output", "hostile-billion-laughs", "hostile-deep-json", "hostile-slow-headers"}
@@ -226,6 +232,54 @@ def test_failure_message_names_route_expectation_spec_and_log(harness: HarnessRu
     assert "rule: docs/contract.md#shutdown" in block
     assert "container log (tail):" in block
     assert "Shutting down" in block  # the model's log lines of that check's time span
+
+
+ENVELOPE_FINDINGS = {
+    "broken-status-phrase": (
+        "status.schema",
+        "GET /status: expected status 'OK' (the reason phrase of 200)",
+        "actual   status 'Ready'",
+        "envelope",
+    ),
+    "broken-status-code-float": (
+        "status.schema",
+        "GET /status: expected statusCode a JSON integer such as 200",
+        "actual   statusCode 200.0, a number with a fraction or exponent",
+        "envelope",
+    ),
+    "broken-two-content-types": (
+        "status.content-type",
+        "GET /status: expected one Content-Type header, application/json",
+        "actual   2 Content-Type headers ('text/html; charset=utf-8', 'application/json')",
+        "json",
+    ),
+    "broken-404-html": (
+        "route.unknown-404",
+        ": expected Content-Type application/json",  # GET /psc-harness-<random>
+        "actual   404 text/html",
+        "json",
+    ),
+    "broken-405-html": (
+        "route.wrong-method-405",
+        "GET /run: expected Content-Type application/json",
+        "actual   405 text/html",
+        "json",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.harness(runs.SAMPLE_RUNS[n])) for n in sorted(ENVELOPE_FINDINGS)],
+)
+def test_envelope_failures_say_what_is_wrong(harness: HarnessRuns, name: str) -> None:
+    check, expected, actual, rule = ENVELOPE_FINDINGS[name]
+    result = harness(runs.SAMPLE_RUNS[name])
+    block = failure_block(result.stdout, f"[{check}] ")
+    assert expected in block and actual in block, block
+    assert f"rule: docs/contract.md#{rule}" in block, block
+    rules = {check_id: rule for check_id, rule, _summary in checks.describe_all()}
+    assert result.checks()[check]["rule"] == f"docs/contract.md#{rules[check]}"
 
 
 @pytest.mark.harness(runs.SAMPLE_RUNS["broken-exit-at-start"])
@@ -552,7 +606,7 @@ def test_ini_paths_are_relative_to_the_ini_file_and_the_command_line_wins(harnes
 def test_a_battery_past_its_bound_is_stopped_and_incomplete(harness: HarnessRuns) -> None:
     result = harness(runs.BOUND)
     # README: status timeout + (run checks + 5) x run timeout + 2 x shutdown timeout + 60 s.
-    run_checks = 6  # no test cases: run.example, run.validation-error and the four others
+    run_checks = 8  # no test cases: run.example, run.validation-error and the six others
     times = runs.BOUND_TIMEOUTS
     bound = times["status"] + (run_checks + 5) * times["run"] + 2 * times["shutdown"] + 60
     assert not result.timed_out, f"the run went on past {runs.BOUND.timeout} s with SIGINT ignored"

@@ -16,6 +16,7 @@ import pytest
 import requests
 import yaml
 
+from harness import checks
 from sample_models import build
 from tests.containers import Running, host_port, started
 
@@ -34,8 +35,9 @@ def envelope(response: requests.Response) -> dict[str, object]:
     assert response.headers["Content-Type"].split(";")[0].strip() == "application/json"
     body = response.json()
     assert set(body) == {"statusCode", "status", "message"}
-    assert body["statusCode"] == response.status_code
+    assert body["statusCode"] == response.status_code and type(body["statusCode"]) is int
     assert isinstance(body["status"], str) and isinstance(body["message"], str)
+    assert body["status"] in checks.reason_phrases(response.status_code)
     return body  # type: ignore[no-any-return]
 
 
@@ -231,6 +233,50 @@ def test_status_without_status_code(start: Any) -> None:
         body = running.wait_ready().json()
         assert "statusCode" not in body
         assert body["status"] == "OK"
+
+
+def test_status_phrase_and_float_code(start: Any) -> None:
+    with start("broken-status-phrase") as running:
+        body = running.wait_ready().json()
+        assert (body["statusCode"], body["status"]) == (200, "Ready")
+        envelope(running.get("/nowhere"))  # only /status is broken
+    with start("broken-status-code-float") as running:
+        response = running.wait_ready()
+        assert b'"statusCode": 200.0' in response.content
+        assert response.json()["status"] == "OK"
+
+
+def test_two_content_types(start: Any) -> None:
+    with start("broken-two-content-types") as running:
+        response = running.wait_ready()
+        assert response.raw.headers.getlist("Content-Type") == [
+            "text/html; charset=utf-8",
+            "application/json",
+        ]
+        assert response.json()["statusCode"] == 200
+
+
+@pytest.mark.parametrize(
+    ("name", "html", "envelope_too"),
+    [
+        ("broken-404-html", ("GET", "/nowhere", 404), ("GET", "/run", 405)),
+        ("broken-405-html", ("PUT", "/status", 405), ("GET", "/nowhere", 404)),
+    ],
+)
+def test_flask_html_error_pages(
+    start: Any, name: str, html: tuple[str, str, int], envelope_too: tuple[str, str, int]
+) -> None:
+    with start(name) as running:
+        running.wait_ready()
+        assert running.url
+        method, path, code = html
+        response = requests.request(method, running.url + path, timeout=10)
+        assert response.status_code == code
+        assert response.headers["Content-Type"].startswith("text/html")
+        method, path, code = envelope_too  # the other error still answers the envelope
+        response = requests.request(method, running.url + path, timeout=10)
+        assert response.status_code == code
+        envelope(response)
 
 
 def test_ignores_port(start: Any) -> None:

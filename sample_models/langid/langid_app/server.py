@@ -35,11 +35,17 @@ class JobError(Exception):
 
 
 def envelope(
-    code: int, message: str, *, mimetype: str = "application/json", with_code: bool = True
+    code: int,
+    message: str,
+    *,
+    mimetype: str = "application/json",
+    with_code: bool = True,
+    override: dict[str, Any] | None = None,
 ) -> Response:
     body: dict[str, Any] = {"statusCode": code, "status": HTTPStatus(code).phrase, "message": message}
     if not with_code:
         del body["statusCode"]
+    body.update(override or {})
     return Response(json.dumps(body) + "\n", status=code, mimetype=mimetype)
 
 
@@ -148,6 +154,8 @@ def create_app(variant: str, ready_at: float) -> Flask:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
+        if (variant, exc.code) in (("broken-404-html", 404), ("broken-405-html", 405)):
+            return exc.get_response()  # werkzeug's own HTML page, as Flask answers without a handler
         return envelope(exc.code or 500, exc.description or "")
 
     @app.errorhandler(Exception)
@@ -192,6 +200,16 @@ def create_app(variant: str, ready_at: float) -> Flask:
             # The master's child_exit hook then ends the container with code 3 (not the
             # worker's own code: gunicorn reads a worker's 3 as "failed to boot").
             threading.Timer(DIE_AFTER_SECONDS, os._exit, (1,)).start()
+        if variant == "broken-status-phrase":
+            return envelope(200, "model is ready", override={"status": "Ready"})  # the model's state
+        if variant == "broken-status-code-float":
+            return envelope(200, "model is ready", override={"statusCode": 200.0})
+        if variant == "broken-two-content-types":
+            response = envelope(200, "model is ready")
+            del response.headers["Content-Type"]
+            response.headers.add("Content-Type", "text/html; charset=utf-8")
+            response.headers.add("Content-Type", "application/json")
+            return response
         return envelope(200, "model is ready", with_code=variant != "broken-status-no-statuscode")
 
     def run_error(code: int, message: str) -> Response:
