@@ -9,11 +9,12 @@ sends each SIGINT at a random moment between 0.1 s and the run's typical length 
 by one run first, unless --length). With --cold each run gets a fresh, empty
 ``PYTHONPYCACHEPREFIX``: every module is compiled as right after an install.
 
-Prints: the runs, those signalled before they ended, those that exited 0 after a signal
-and those whose JSON verdict was ``conformant`` after a signal (both must be none; a
-signal that came after the report was written, during the last cleanup, is counted apart:
-the verdict was final by then), runs that missed their deadline, and the containers the
-runs left (none). Exits 1 when any of these is not as it must be.
+Prints: the runs, those signalled before they ended, those that exited 0 after a signal,
+those whose JSON verdict was ``conformant`` and those whose report does not say the run
+was interrupted, after a signal (all must be none; a signal that came after the report was
+written, during the last cleanup, is counted apart: the verdict was final by then), runs
+that missed their deadline, and the containers the runs left (none). Exits 1 when any of
+these is not as it must be.
 """
 
 from __future__ import annotations
@@ -179,6 +180,8 @@ def main() -> int:
     late = [o for o in signalled if o.report_before_signal]
     exit0 = [o for o in in_run if o.returncode == 0]
     conformant = [o for o in in_run if o.verdict == "conformant"]
+    # A report that says nothing of the interruption: the run went on as if it had not come.
+    unnoticed = [o for o in in_run if o.verdict is not None and not o.interrupted]
     hung = [o for o in outcomes if o.returncode is None]
     left = [name for o in outcomes for name in o.left]
     late_codes = sorted({o.returncode for o in late}, key=str)
@@ -189,9 +192,10 @@ def main() -> int:
     )
     print(f"exited 0 after a signal: {len(exit0)}")
     print(f"JSON verdict conformant after a signal: {len(conformant)}")
+    print(f"reports that do not say the run was interrupted, after a signal: {len(unnoticed)}")
     print(f"missed their deadline of {args.deadline:g} s: {len(hung)}")
     print(f"containers left: {len(left)} {left if left else ''}".rstrip())
-    return 1 if exit0 or conformant or hung or left else 0
+    return 1 if exit0 or conformant or unnoticed or hung or left else 0
 
 
 if __name__ == "__main__":
