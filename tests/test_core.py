@@ -144,6 +144,50 @@ def test_json_nested_too_deep_is_not_json(server) -> None:  # type: ignore[no-un
         exchange.json()
 
 
+# Ctrl-C as an answer is closed, the connection dropped before it came (as Docker's port proxy
+# does while the model does not listen yet): Python raises it in whatever code runs next, and
+# an answer left to its finalizer to close ran its close() there, where the exception is lost.
+DROPPED_CTRL_C_SCRIPT = """
+import http.client, os, signal, socket, sys, threading
+from harness.http import ModelClient
+
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(8)
+
+def drop():
+    while True:
+        listener.accept()[0].close()
+
+threading.Thread(target=drop, daemon=True).start()
+close = http.client.HTTPResponse.close
+
+def signalling_close(self):
+    os.kill(os.getpid(), signal.SIGINT)
+    close(self)
+
+http.client.HTTPResponse.close = signalling_close
+try:
+    exchange = ModelClient("127.0.0.1", listener.getsockname()[1]).request("GET", "/status", timeout=5)
+except KeyboardInterrupt:
+    print("interrupted")
+    sys.exit(0)
+print(f"the Ctrl-C was lost: {exchange.outcome.value}")
+sys.exit(1)
+"""
+
+
+def test_a_ctrl_c_as_a_dropped_exchange_ends_is_raised() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", DROPPED_CTRL_C_SCRIPT], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, (result.returncode, result.stdout + result.stderr)
+    assert "interrupted" in result.stdout
+
+
 # -- test data as authors keep it -------------------------------------------------------------
 
 
