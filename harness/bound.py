@@ -32,6 +32,11 @@ class TimeBound:
         self.on_overrun = on_overrun
         self.spent: dict[str, float] = {}
         self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()  # a firing and a cancel never interleave
+        self._armed = 0  # the firing that may still signal (0: none), as numbered by _fired
+        self._fired = 0  # the number of the last firing that signalled
+        self._checks = 0
+        self._in_check = False
         self._previous: Any = None
         self._main = threading.main_thread().ident
         self.overrun: str | None = None
@@ -39,7 +44,10 @@ class TimeBound:
             self._previous = signal.signal(SIGNAL, self._raise)
 
     def _raise(self, _signum: int, _frame: object) -> None:
-        raise BoundExceeded(self.overrun or "the per-image time bound")
+        # Only in the check it was set for: a signal whose handler runs later (in the
+        # cleanup, say) is not to interrupt anything. The check raises it itself if lost.
+        if self._in_check:
+            raise BoundExceeded(self.overrun or "the per-image time bound")
 
     def close(self) -> None:
         self._cancel()
@@ -55,24 +63,40 @@ class TimeBound:
         bound = run.bound(self.run_checks.get(run.label, 0))
         left = bound - self.spent.get(run.label, 0.0)
         began = time.monotonic()
+        self._checks += 1
+        check = self._armed = self._checks
         self._timer = threading.Timer(
-            max(left, 0.0), self._fire, (f"{run.label} ran past its bound of {bound:.0f} s",)
+            max(left, 0.0), self._fire, (check, f"{run.label} ran past its bound of {bound:.0f} s")
         )
         self._timer.daemon = True
+        self._in_check = True
         self._timer.start()
         try:
-            return (yield)
+            result = yield
         finally:
+            self._in_check = False
             self._cancel()
             self.spent[run.label] = self.spent.get(run.label, 0.0) + time.monotonic() - began
+        if self._fired == check:  # its BoundExceeded was lost, or came as the check ended
+            raise BoundExceeded(self.overrun or "the per-image time bound")
+        return result
 
     def _cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        with self._lock:
+            self._armed = 0
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+            # A firing under way has signalled before the lock was taken, or never will.
+            if timer is not threading.current_thread():
+                timer.join()
 
-    def _fire(self, why: str) -> None:
-        self.overrun = f"{why} and was stopped"
-        self.on_overrun(self.overrun)
-        if self._main is not None:
-            signal.pthread_kill(self._main, SIGNAL)
+    def _fire(self, check: int, why: str) -> None:
+        with self._lock:
+            if self._armed != check:
+                return  # cancelled: its check is over
+            self._fired = check
+            self.overrun = f"{why} and was stopped"
+            self.on_overrun(self.overrun)
+            if self._main is not None:
+                signal.pthread_kill(self._main, SIGNAL)

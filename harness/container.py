@@ -103,6 +103,7 @@ class ModelContainer:
         self.started_at: float | None = None  # time.monotonic() once the engine started it
         self._exited = threading.Event()
         self._exit_status: int | None = None
+        self._create_asked = False
         self.published_at: str | None = None  # host address:port, as the engine published it
 
     def __enter__(self) -> ModelContainer:
@@ -123,6 +124,9 @@ class ModelContainer:
     def create(self) -> Container:
         """Create the container (not started): its files can be read before it runs."""
         if self.container is None:
+            # Interrupted while the engine creates it, the harness would not learn its id:
+            # from here on it is removed by its name.
+            self._create_asked = True
             try:
                 self.container = self._client.containers.create(
                     self.image_id,
@@ -427,6 +431,10 @@ class ModelContainer:
             container, self.container = self.container, None
             with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True, v=True)  # v: the image's anonymous volumes too
+        elif self._create_asked:  # its creation was interrupted: it may exist all the same
+            with contextlib.suppress(docker.errors.NotFound):
+                self._client.api.remove_container(self.name, force=True, v=True)
+        self._create_asked = False
 
 
 def _loopback(address: str) -> bool:

@@ -9,6 +9,7 @@ never a compressed stream to decode.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import http.client
 import io
@@ -214,22 +215,24 @@ class ModelClient:
 
     def _receive(self, sock: socket.socket, exchange: Exchange, deadline: float) -> None:
         response = http.client.HTTPResponse(_Socket(_DeadlineReader(sock, deadline)))  # type: ignore[arg-type]
-        response.begin()
-        exchange.status = response.status
-        exchange.fields = [(name.lower(), value) for name, value in response.getheaders()]
-        for name, value in exchange.fields:
-            seen = exchange.headers.get(name)
-            exchange.headers[name] = value if seen is None else f"{seen}, {value}"
-        kept = bytearray()
-        while True:
-            chunk = response.read(READ_SIZE)
-            if not chunk:
-                break
-            kept += chunk
-            if len(kept) > self.body_cap:
-                del kept[self.body_cap :]
-                exchange.body_truncated = True  # the rest is never read
-                break
+        # Closed here, not left to its finalizer: a Ctrl-C handled while a finalizer runs is lost.
+        with contextlib.closing(response):
+            response.begin()
+            exchange.status = response.status
+            exchange.fields = [(name.lower(), value) for name, value in response.getheaders()]
+            for name, value in exchange.fields:
+                seen = exchange.headers.get(name)
+                exchange.headers[name] = value if seen is None else f"{seen}, {value}"
+            kept = bytearray()
+            while True:
+                chunk = response.read(READ_SIZE)
+                if not chunk:
+                    break
+                kept += chunk
+                if len(kept) > self.body_cap:
+                    del kept[self.body_cap :]
+                    exchange.body_truncated = True  # the rest is never read
+                    break
         exchange.body = bytes(kept)
         exchange.outcome = Outcome.ANSWERED
 

@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import uuid
+from collections.abc import Generator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -82,8 +83,55 @@ def exit_code(verdict: str, pytest_code: int) -> int:
     return int(pytest_code)
 
 
-def _interrupt(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(f"stopped by signal {signum}")
+class Interruption:
+    """Ctrl-C (SIGINT) and SIGTERM while images are checked: the run stops, its cleanup does not.
+
+    The handler raises ``KeyboardInterrupt`` as Python's own does for SIGINT, but that
+    exception can be lost: Python runs a handler in whatever code the main thread executes
+    next, and an exception raised in a finalizer is discarded (silently, in the ``close()``
+    that an io object gets when it is dropped). So the signal is also noted, and raised
+    again at the next boundary of a test: a run never goes on as if it had not come.
+    While the session cleans up, a signal is only noted. Blocking it in this thread would
+    not do: the kernel then hands it to another thread of the run (a container's exit
+    watcher, the stats sampler), and Python runs the handler here all the same.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None  # the first signal
+        self.seen = False  # pytest saw the KeyboardInterrupt: the session ends as interrupted
+        self.holding = False  # cleaning up: note, do not raise
+        self._previous: dict[int, Any] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            # SIGTERM (CI cancelling a job) cleans up like Ctrl-C does. A SIGINT that is
+            # ignored (a shell's background job) stays so, and another's handler is kept.
+            if signum == signal.SIGTERM or signal.getsignal(signum) is signal.default_int_handler:
+                self._previous[signum] = signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if self.received is None:
+            self.received = signum
+        if not self.holding:
+            raise self._exception(signum)
+
+    @staticmethod
+    def _exception(signum: int) -> KeyboardInterrupt:
+        return (
+            KeyboardInterrupt()
+            if signum == signal.SIGINT
+            else KeyboardInterrupt(f"stopped by signal {signum}")
+        )
+
+    def raise_if_lost(self) -> None:
+        """Raise again a signal whose ``KeyboardInterrupt`` never reached pytest."""
+        if self.received is not None and not self.seen and not self.holding:
+            raise self._exception(self.received)
+
+    def restore(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
 
 def stdin_password(config: pytest.Config) -> str | None:
@@ -144,10 +192,7 @@ class HarnessSession:
                 label += "'"
             source.label = label
             self.runs[label] = ImageRun(source, options, session_id=self.session_id, progress=self._progress)
-        self.previous_sigterm: Any = None
-        if threading.current_thread() is threading.main_thread():
-            # SIGTERM (CI cancelling a job) cleans up like Ctrl-C does.
-            self.previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
+        self.interruption = Interruption()
 
     def _progress(self, line: str) -> None:
         if self.progress is not None:
@@ -170,6 +215,35 @@ class HarnessSession:
         if self.settings.password_from_stdin and credentials is not None:
             node.workerinput[STDIN_PASSWORD_KEY] = credentials.password
 
+    # A signal whose KeyboardInterrupt was lost is raised again at the next boundary, where
+    # pytest handles it as any Ctrl-C: the test under way does not count, the rest do not run.
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_setup(self) -> Generator[None, None, None]:
+        return (yield from self._interruptible())
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_call(self) -> Generator[None, None, None]:
+        return (yield from self._interruptible())
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_teardown(self) -> Generator[None, None, None]:
+        return (yield from self._interruptible())
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtestloop(self) -> Generator[None, object, object]:
+        result = yield
+        self.interruption.raise_if_lost()  # lost after the last test: the run was interrupted all the same
+        return result
+
+    def _interruptible(self) -> Generator[None, None, None]:
+        self.interruption.raise_if_lost()
+        yield
+        self.interruption.raise_if_lost()
+
+    def pytest_keyboard_interrupt(self) -> None:
+        self.interruption.seen = True
+
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         self.close()
@@ -184,22 +258,18 @@ class HarnessSession:
 
     def pytest_unconfigure(self) -> None:
         self.close()
-        if self.bound is not None:
-            self.bound.close()
-        if self.previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, self.previous_sigterm)
-            self.previous_sigterm = None
+        self.interruption.restore()
 
     def close(self) -> None:
-        if self.bound is not None:
-            self.bound.close()
-        # Cleaning up is not to be interrupted half way by a second Ctrl-C or SIGTERM.
-        blocked = {signal.SIGINT, signal.SIGTERM}
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+        # Cleaning up is not to be interrupted half way by a second Ctrl-C or SIGTERM (nor by
+        # the time bound, closed first): they are noted, and the session ends as it would.
+        self.interruption.holding = True
         try:
+            if self.bound is not None:
+                self.bound.close()
             for run in self.runs.values():
                 run.close()
                 for problem in run.cleanup_problems:  # say it: something may be left behind
                     sys.stderr.write(f"harness: cleaning up after {run.label} failed: {problem}\n")
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+            self.interruption.holding = False

@@ -1060,6 +1060,92 @@ SAMPLES_WITHOUT_DATA.update(ENVELOPE_SAMPLES)
 SAMPLE_RUNS.update({name: sample_run(name) for name in ENVELOPE_SAMPLES})
 
 
+# -- signals whose KeyboardInterrupt is lost; a Ctrl-C as a container is created ------------------
+
+# Python runs a signal's handler in whatever the main thread executes next; an exception it
+# raises in a finalizer is discarded. This conftest drops an io object whose close(), run as
+# its finalizer, sends the signal, when the check PSC_TEST_SIGNAL_AT begins.
+LOST_SIGNAL_CONFTEST = """
+import io, os
+
+class Dropped(io.RawIOBase):
+    def close(self):
+        os.kill(os.getpid(), int(os.environ["PSC_TEST_SIGNAL"]))
+        super().close()
+
+def pytest_runtest_call(item):
+    if item.nodeid.endswith("::" + os.environ["PSC_TEST_SIGNAL_AT"]):
+        Dropped()
+"""
+LOST_SIGNALS = {
+    (signum.name, check): Run(
+        f"lost-{signum.name}-at-{check}",
+        ("--model-image", LANGID_ARG, WITH_DATA),
+        files=(("work/conftest.py", LOST_SIGNAL_CONFTEST),),
+        env=(("PSC_TEST_SIGNAL", str(int(signum))), ("PSC_TEST_SIGNAL_AT", check)),
+        cost=5,
+    )
+    for signum, check in (
+        (signal.SIGINT, "status.schema"),
+        (signal.SIGINT, "shutdown.exit-code"),
+        (signal.SIGTERM, "status.schema"),
+    )
+}
+# Ctrl-C as the harness's own HTTP client closes its first /status answer of status.ready:
+# while the model is still loading, the run must stop there and then.
+SIGINT_IN_STATUS_POLL_CONFTEST = """
+import http.client, os, signal, threading
+
+armed = []
+init, close = http.client.HTTPResponse.__init__, http.client.HTTPResponse.close
+
+def traced_init(self, sock, *args, **kwargs):
+    self.psc_own = type(sock).__module__ == "harness.http"  # the model client's, not the engine's
+    init(self, sock, *args, **kwargs)
+
+def signalling_close(self):
+    if armed and getattr(self, "psc_own", False) and threading.current_thread() is threading.main_thread():
+        armed.clear()
+        os.kill(os.getpid(), signal.SIGINT)
+    close(self)
+
+http.client.HTTPResponse.__init__ = traced_init
+http.client.HTTPResponse.close = signalling_close
+
+def pytest_runtest_call(item):
+    if item.nodeid.endswith("::status.ready"):
+        armed.append(True)
+"""
+SIGINT_IN_STATUS_POLL = Run(
+    "sigint-in-status-poll",
+    ("--model-image", image("langid-slow-start"), WITH_DATA),
+    files=(("work/conftest.py", SIGINT_IN_STATUS_POLL_CONFTEST),),
+    cost=6,
+)
+# Ctrl-C while the engine's answer to the container's creation is on its way: the container
+# exists, but the harness never got its id.
+SIGINT_AS_CREATED_CONFTEST = """
+import os, signal
+from docker.models.containers import ContainerCollection
+
+create = ContainerCollection.create
+
+def interrupted_create(self, *args, **kwargs):
+    try:
+        return create(self, *args, **kwargs)
+    finally:
+        os.kill(os.getpid(), signal.SIGINT)
+
+ContainerCollection.create = interrupted_create
+"""
+SIGINT_AS_CREATED = Run(
+    "sigint-as-container-created",
+    ("--model-image", LANGID_ARG),
+    files=(("work/conftest.py", SIGINT_AS_CREATED_CONFTEST),),
+    cost=3,
+)
+
+
 def _catalog() -> list[Run | Scenario]:
     found: list[Run | Scenario] = []
     for value in list(globals().values()):

@@ -257,6 +257,50 @@ def test_any_other_reason_phrase_fails(server, status: int, phrase: str) -> None
     assert f"(the reason phrase of {status})" in caught.value.expected
 
 
+# Ctrl-C as an answer is closed, the connection dropped before it came (as Docker's port proxy
+# does while the model does not listen yet): Python raises it in whatever code runs next, and
+# an answer left to its finalizer to close ran its close() there, where the exception is lost.
+DROPPED_CTRL_C_SCRIPT = """
+import http.client, os, signal, socket, sys, threading
+from harness.http import ModelClient
+
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(8)
+
+def drop():
+    while True:
+        listener.accept()[0].close()
+
+threading.Thread(target=drop, daemon=True).start()
+close = http.client.HTTPResponse.close
+
+def signalling_close(self):
+    os.kill(os.getpid(), signal.SIGINT)
+    close(self)
+
+http.client.HTTPResponse.close = signalling_close
+try:
+    exchange = ModelClient("127.0.0.1", listener.getsockname()[1]).request("GET", "/status", timeout=5)
+except KeyboardInterrupt:
+    print("interrupted")
+    sys.exit(0)
+print(f"the Ctrl-C was lost: {exchange.outcome.value}")
+sys.exit(1)
+"""
+
+
+def test_a_ctrl_c_as_a_dropped_exchange_ends_is_raised() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", DROPPED_CTRL_C_SCRIPT], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, (result.returncode, result.stdout + result.stderr)
+    assert "interrupted" in result.stdout
+
+
 # -- test data as authors keep it -------------------------------------------------------------
 
 
@@ -465,3 +509,149 @@ def test_every_rule_of_the_battery_is_an_anchor_of_the_contract() -> None:
     for check in checks.battery(None, strict=True):
         assert contract_text(check.rule).strip(), check.id
     assert "405 Method Not Allowed" in contract_text("unknown-routes")
+
+
+# A bound whose timer fires as its check ends: the timer's thread is held as it enters _fire,
+# the check ends (the bound is cancelled), the session closes the bound, then the firing goes on.
+CANCELLED_FIRING_SCRIPT = """
+import sys, threading, time
+from harness import bound
+from harness.collect import CheckItem
+
+class Run:
+    label = "quick:1"
+    def bound(self, run_checks):
+        return 0.0
+
+entered, go = threading.Event(), threading.Event()
+
+def hold_in_fire(frame, event, arg):
+    if event == "call" and frame.f_code.co_name == "_fire":
+        entered.set()
+        go.wait(5)
+
+item = object.__new__(CheckItem)  # only its run is read
+item.run = Run()
+timer = bound.TimeBound({}, lambda why: None)
+threading.settrace(hold_in_fire)  # the timer's thread only: it is started now
+wrapper = timer.pytest_runtest_call(item)
+next(wrapper)
+threading.settrace(None)
+assert entered.wait(5)
+threading.Timer(0.3, go.set).start()
+try:
+    try:
+        wrapper.send(None)  # the check ends
+    except StopIteration:
+        pass
+    timer.close()  # as the session does before it cleans up
+    time.sleep(1.5)
+except bound.BoundExceeded:
+    print("signalled after it was cancelled")
+    sys.exit(1)
+print("no signal after the cancel")
+"""
+
+
+def test_a_cancelled_bound_never_signals() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", CANCELLED_FIRING_SCRIPT], capture_output=True, text=True, timeout=60
+    )
+    # Before: BoundExceeded after the cancel, or SIGUSR1's default action (death) after close().
+    assert result.returncode == 0, (result.returncode, result.stdout + result.stderr)
+    assert "no signal after the cancel" in result.stdout
+
+
+# The bound fires while the main thread runs a finalizer, where its BoundExceeded is discarded
+# (its signal held until then).
+LOST_BOUND_SCRIPT = """
+import io, signal, sys, time
+from harness import bound
+from harness.collect import CheckItem
+
+class Run:
+    label = "slow:1"
+    def bound(self, run_checks):
+        return 0.0
+
+class Dropped(io.RawIOBase):
+    def close(self):
+        while signal.SIGUSR1 not in signal.sigpending():
+            time.sleep(0.01)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})  # its handler runs here
+        super().close()
+
+item = object.__new__(CheckItem)
+item.run = Run()
+timer = bound.TimeBound({}, lambda why: None)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+wrapper = timer.pytest_runtest_call(item)
+next(wrapper)
+Dropped()
+try:
+    wrapper.send(None)
+except StopIteration:
+    print("the check ended as if within its bound")
+    sys.exit(1)
+except bound.BoundExceeded as exc:
+    print(f"stopped: {exc}")
+"""
+
+
+def test_a_bound_whose_exception_is_lost_still_stops_its_check() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", LOST_BOUND_SCRIPT], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, (result.returncode, result.stdout + result.stderr)
+    assert "stopped: slow:1 ran past its bound of 0 s and was stopped" in result.stdout
+
+
+# -- a session's cleanup and signals ---------------------------------------------------------------
+
+# A second Ctrl-C as the cleanup begins, while another thread of the run (an exit watcher)
+# lives: blocking SIGINT in the main thread only hands the signal to that thread.
+CLEANUP_SCRIPT = """
+import os, signal, sys, threading, time
+from harness import session
+
+cleaned = []
+
+class Run:
+    def __init__(self, label):
+        self.label, self.cleanup_problems = label, []
+    def close(self):
+        if not cleaned:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(10000):  # Python runs its handler here, or never
+                pass
+        cleaned.append(self.label)
+
+threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
+state = object.__new__(session.HarnessSession)
+state.runs = {"a": Run("a"), "b": Run("b")}
+state.bound = None
+state.interruption = session.Interruption()
+try:
+    state.close()
+except KeyboardInterrupt:
+    print(f"cleanup interrupted after {cleaned}")
+    sys.exit(1)
+print(f"cleaned {cleaned}")
+"""
+
+
+def test_a_signal_does_not_interrupt_the_cleanup() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", CLEANUP_SCRIPT], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, (result.returncode, result.stdout + result.stderr)
+    assert "cleaned ['a', 'b']" in result.stdout

@@ -258,3 +258,52 @@ def test_a_live_run_is_never_reaped(harness: HarnessRuns) -> None:
     assert slow_container.name not in quick.stdout
     assert slow.returncode == 0, slow
     assert {c["outcome"] for c in slow.json["checks"]} == {"passed"}
+
+
+# -- a signal whose KeyboardInterrupt is lost, a Ctrl-C as a container is created -------------------
+
+
+@pytest.mark.parametrize(
+    ("signame", "check"),
+    [
+        pytest.param(*key, marks=pytest.mark.harness(runs.LOST_SIGNALS[key]))
+        for key in sorted(runs.LOST_SIGNALS)
+    ],
+)
+def test_a_signal_lost_in_a_finalizer_still_stops_the_run(
+    harness: HarnessRuns, signame: str, check: str
+) -> None:
+    result = harness(runs.LOST_SIGNALS[(signame, check)])
+    assert result.returncode == EXIT_INTERRUPTED, result
+    # incomplete; nonconformant only if a check failed before (on a machine loaded enough)
+    assert result.json["verdict"] in ("incomplete", "nonconformant")
+    assert result.json["interrupted"]
+    assert "verdict: conformant" not in result.stdout
+    ids = [c["id"] for c in result.json["checks"]]
+    outcomes = result.outcomes()
+    # The check under way when it came does not count; those before it ran, none ran after it.
+    assert "not-run" not in {outcomes[i] for i in ids[: ids.index(check)]}, outcomes
+    assert {outcomes[i] for i in ids[ids.index(check) :]} == {"not-run"}, outcomes
+    assert result.containers_left == [] and result.volumes_left == []
+
+
+@pytest.mark.harness(runs.SIGINT_IN_STATUS_POLL)
+def test_ctrl_c_during_the_status_polls_stops_the_run_there(harness: HarnessRuns) -> None:
+    result = harness(runs.SIGINT_IN_STATUS_POLL)
+    assert result.returncode == EXIT_INTERRUPTED, result
+    document = result.json
+    assert document["verdict"] == "incomplete"
+    # langid-slow-start answers 200 only after ~8 s: stopped at the first poll, it never was ready.
+    assert document["containerImage"]["loadStatus"] != "Ready", document["loadSteps"]
+    assert result.outcomes()["status.ready"] == "not-run"
+    assert result.containers_left == [] and result.volumes_left == []
+
+
+@pytest.mark.harness(runs.SIGINT_AS_CREATED)
+def test_ctrl_c_as_the_container_is_created_leaves_no_container(harness: HarnessRuns) -> None:
+    result = harness(runs.SIGINT_AS_CREATED)
+    assert result.returncode == EXIT_INTERRUPTED, result
+    (record,) = result.containers
+    # Removed by the run itself, not by a later run's reaper (any run may reap what a dead run left).
+    assert record.destroyed is not None and record.destroyed <= result.ended, record
+    assert result.containers_left == [] and result.volumes_left == []
