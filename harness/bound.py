@@ -1,7 +1,8 @@
 """The per-image time bound: a battery that runs past it is stopped, and the run is incomplete.
 
-Set before each check's call and cancelled after it, by the plugin's own hooks (only the
-image's checks count, not its upload, nor another image's battery). When it fires, a
+Set before each check's setup and call and cancelled after each, by the plugin's own hooks:
+the image's preparation and checks count, not its upload (bounded by the engine's
+progress), nor another image's battery. When it fires, a
 watchdog thread sends the main thread a signal of the harness's own, whose handler raises
 ``BoundExceeded``: this works whatever the dispositions of SIGINT, which a shell ignores
 in its background jobs. Every HTTP exchange has its own deadline; this is the net under them.
@@ -56,30 +57,55 @@ class TimeBound:
             self._previous = None
 
     @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, None, None]:
+        return (yield from self._bounded(item))
+
+    @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
+        return (yield from self._bounded(item))
+
+    def _bounded(self, item: pytest.Item) -> Generator[None, None, None]:
         if not isinstance(item, CheckItem) or self._previous is None:
             return (yield)
         run = item.run
-        bound = run.bound(self.run_checks.get(run.label, 0))
-        left = bound - self.spent.get(run.label, 0.0)
-        began = time.monotonic()
+        began, uploaded = time.monotonic(), run.upload_seconds()
+
+        def left() -> float:
+            """What is left of the bound: the time spent uploading is not counted."""
+            now_spent = time.monotonic() - began - (run.upload_seconds() - uploaded)
+            return run.bound(self.run_checks.get(run.label, 0)) - self.spent.get(run.label, 0.0) - now_spent
+
         self._checks += 1
         check = self._armed = self._checks
-        self._timer = threading.Timer(
-            max(left, 0.0), self._fire, (check, f"{run.label} ran past its bound of {bound:.0f} s")
-        )
-        self._timer.daemon = True
+
+        def why() -> str:
+            return f"{run.label} ran past its bound of {run.bound(self.run_checks.get(run.label, 0)):.0f} s"
+
+        self._timer = self._start_timer(check, left(), left, why, lambda: run.uploading)
         self._in_check = True
-        self._timer.start()
         try:
             result = yield
         finally:
             self._in_check = False
             self._cancel()
-            self.spent[run.label] = self.spent.get(run.label, 0.0) + time.monotonic() - began
+            spent = time.monotonic() - began - (run.upload_seconds() - uploaded)
+            self.spent[run.label] = self.spent.get(run.label, 0.0) + spent
         if self._fired == check:  # its BoundExceeded was lost, or came as the check ended
             raise BoundExceeded(self.overrun or "the per-image time bound")
         return result
+
+    def _start_timer(
+        self,
+        check: int,
+        delay: float,
+        left: Callable[[], float],
+        why: Callable[[], str],
+        uploading: Callable[[], bool],
+    ) -> threading.Timer:
+        timer = threading.Timer(max(delay, 0.0), self._fire, (check, left, why, uploading))
+        timer.daemon = True
+        timer.start()
+        return timer
 
     def _cancel(self) -> None:
         with self._lock:
@@ -91,12 +117,19 @@ class TimeBound:
             if timer is not threading.current_thread():
                 timer.join()
 
-    def _fire(self, check: int, why: str) -> None:
+    def _fire(
+        self, check: int, left: Callable[[], float], why: Callable[[], str], uploading: Callable[[], bool]
+    ) -> None:
         with self._lock:
             if self._armed != check:
                 return  # cancelled: its check is over
+            if uploading() or left() > 0.01:
+                # An upload under way is not counted: the bound waits for what it has left.
+                delay = max(left(), 1.0) if uploading() else left()
+                self._timer = self._start_timer(check, delay, left, why, uploading)
+                return
             self._fired = check
-            self.overrun = f"{why} and was stopped"
+            self.overrun = f"{why()} and was stopped"
             self.on_overrun(self.overrun)
             if self._main is not None:
                 signal.pthread_kill(self._main, SIGNAL)

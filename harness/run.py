@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import stat
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -90,6 +91,8 @@ class ImageRun:
         self.sampler: ResourceSampler | None = None
         self.cleanup_problems: list[str] = []
         self._prepared = False
+        self._uploaded = 0.0
+        self._upload_began: float | None = None
 
     @property
     def label(self) -> str:
@@ -181,6 +184,25 @@ class ImageRun:
             raise self.setup_error from None
         self._prepared = True
 
+    @contextlib.contextmanager
+    def _uploading(self) -> Iterator[None]:
+        self._upload_began = time.monotonic()
+        try:
+            yield
+        finally:
+            self._uploaded += time.monotonic() - self._upload_began
+            self._upload_began = None
+
+    @property
+    def uploading(self) -> bool:
+        return self._upload_began is not None
+
+    def upload_seconds(self) -> float:
+        """Time spent bringing the image in so far (an upload under way included): the time
+        bound leaves it out, since an upload is bounded by the engine's progress instead."""
+        began = self._upload_began
+        return self._uploaded + (time.monotonic() - began if began is not None else 0.0)
+
     def _prepare(self) -> None:
         if self.source.error is not None:
             raise SetupError(self.source.error)
@@ -202,7 +224,7 @@ class ImageRun:
         # What runs killed outright left behind goes first (never a live run's).
         with contextlib.suppress(docker.errors.DockerException, OSError):
             self.observed.reaped = reaper.reap(self.client)
-        with timed(self.observed.load_steps, 1, UPLOADING, 0) as details:
+        with timed(self.observed.load_steps, 1, UPLOADING, 0) as details, self._uploading():
             self.image = self.source.bring_in(self.client, self.observed, self.progress)
             self.observed.source = self.source.source
             details.update(source=self.source.source, uploadPercentage=100)
@@ -555,7 +577,10 @@ def _rounded(value: float | None) -> float | None:
 
 def read_metadata_text(path: Path) -> str:
     try:
-        if path.stat().st_size > images.MODEL_YAML_MAX:
+        found = path.stat()
+        if not stat.S_ISREG(found.st_mode):  # a FIFO would block the run before any check
+            raise SetupError(f"model.yaml {path} is not a regular file")
+        if found.st_size > images.MODEL_YAML_MAX:
             raise SetupError(f"model.yaml {path} is larger than 1 MiB")
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -353,6 +353,27 @@ BOUND = Run(
     waits=True,
 )
 
+# The same, in the preparation of the first check (its setup): the bound covers it too.
+ENDLESS_SETUP = ENDLESS_CHECK.replace("pytest_runtest_call", "pytest_runtest_setup").replace(
+    "::status.ready", "::image.model-yaml"
+)
+SETUP_BOUND = Run(
+    "per-image-bound-setup",
+    BOUND.args,
+    files=(("work/conftest.py", ENDLESS_SETUP),),
+    ignore_sigint=True,
+    timeout=150,
+    cost=70,
+    waits=True,
+)
+# A FIFO given as model.yaml would block the preparation: refused unopened.
+FIFO_YAML = Run(
+    "model-yaml-fifo",
+    ("--model-image", LANGID_ARG, "--model-yaml=model.yaml"),
+    prepare=lambda handle: os.mkfifo(handle.cwd / "model.yaml") or {},
+    cost=2,
+)
+
 # -- not evaluated, usage errors ----------------------------------------------------------------
 
 UNKNOWN_IMAGE = Run("unknown-image", ("--model-image", "psc-test/does-not-exist:1"), cost=2)

@@ -446,8 +446,11 @@ from harness.collect import CheckItem
 
 class Run:
     label = "slow:1"
+    uploading = False
     def bound(self, run_checks):
         return 0.5
+    def upload_seconds(self):
+        return 0.0
 
 item = object.__new__(CheckItem)  # only its run is read
 item.run = Run()
@@ -474,6 +477,49 @@ def test_the_bound_stops_a_check_even_with_sigint_ignored() -> None:
     assert "slow:1 ran past its bound of 0 s and was stopped" in result.stdout
     seconds = float(result.stdout.split("after ")[1].split(" s")[0])
     assert seconds < 10, result.stdout
+
+
+UPLOAD_SCRIPT = """
+import sys, threading, time
+from harness import bound
+from harness.collect import CheckItem
+
+class Run:
+    label = "loading:1"
+    uploading = True
+    began = time.monotonic()
+    def bound(self, run_checks):
+        return 0.5
+    def upload_seconds(self):  # uploading for its first 1.5 s
+        return min(time.monotonic() - self.began, 1.5)
+
+run = Run()
+def upload_done():
+    time.sleep(1.5)
+    run.uploading = False
+threading.Thread(target=upload_done, daemon=True).start()
+item = object.__new__(CheckItem)
+item.run = run
+timer = bound.TimeBound({}, lambda why: None)
+wrapper = timer.pytest_runtest_setup(item)
+next(wrapper)
+try:
+    time.sleep(30)  # a preparation that hangs once its upload is done
+except bound.BoundExceeded:
+    print(f"stopped after {time.monotonic() - run.began:.1f} s")
+    sys.exit(0)
+sys.exit(1)
+"""
+
+
+def test_the_bound_covers_preparation_but_not_the_upload() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", UPLOAD_SCRIPT], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    seconds = float(result.stdout.split("after ")[1].split(" s")[0])
+    assert 1.9 <= seconds < 10, result.stdout  # 1.5 s of upload not counted, then 0.5 s of bound
 
 
 def test_the_exit_code_follows_the_verdict() -> None:
@@ -520,7 +566,10 @@ from harness.collect import CheckItem
 
 class Run:
     label = "quick:1"
+    uploading = False
     def bound(self, run_checks):
+        return 0.0
+    def upload_seconds(self):
         return 0.0
 
 entered, go = threading.Event(), threading.Event()
@@ -574,7 +623,10 @@ from harness.collect import CheckItem
 
 class Run:
     label = "slow:1"
+    uploading = False
     def bound(self, run_checks):
+        return 0.0
+    def upload_seconds(self):
         return 0.0
 
 class Dropped(io.RawIOBase):

@@ -562,6 +562,24 @@ def test_missing_paths_are_one_line(harness: HarnessRuns) -> None:
     one_harness_line(result, f"harness: the test-case directory {result.cwd}/nowhere does not exist")
 
 
+@pytest.mark.harness(runs.SETUP_BOUND)
+def test_a_preparation_past_the_bound_is_stopped_too(harness: HarnessRuns) -> None:
+    result = harness(runs.SETUP_BOUND)
+    assert not result.timed_out, f"the run went on past {runs.SETUP_BOUND.timeout} s with SIGINT ignored"
+    assert result.returncode == EXIT_INTERRUPTED, result
+    assert result.seconds < 120, result.seconds
+    assert result.json["verdict"] == "incomplete"
+    assert "ran past its bound" in result.stdout
+    assert result.checks()["image.model-yaml"]["outcome"] == "not-run"
+
+
+@pytest.mark.harness(runs.FIFO_YAML)
+def test_a_model_yaml_that_is_a_fifo_is_refused_unopened(harness: HarnessRuns) -> None:
+    result = harness(runs.FIFO_YAML)
+    assert result.returncode == EXIT_NOT_EVALUATED, result
+    one_harness_line(result, "harness: model.yaml */model.yaml is not a regular file")
+
+
 @pytest.mark.harness(runs.YAML_NOT_YAML, runs.YAML_A_LIST)
 def test_model_yaml_that_cannot_be_used(harness: HarnessRuns) -> None:
     for run, message in (
