@@ -187,6 +187,7 @@ def test_every_sample_is_checked() -> None:
         *TESTED_APART,
         "langid",
         "langid-slow-start",
+        "langid-big-output",  # tests/test_compare.py
         "hostile-log-flood",
         "hostile-dies-after-first-answer",
     }
