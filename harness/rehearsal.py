@@ -313,7 +313,9 @@ class Rehearsal:
                 "peakSource": figures.peak_source(),
                 "atReadyBytes": figures.at_ready_bytes,
                 "atReadySource": (
-                    None if figures.at_ready_bytes is None else "a sample between ready and the first job"
+                    "not measured: no read of the engine's stats fell between ready and the first job"
+                    if figures.at_ready_bytes is None
+                    else "a sample between ready and the first job"
                 ),
                 "cgroupMaxBytes": figures.cgroup_max_bytes,
                 "cgroupMaxSource": (
