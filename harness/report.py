@@ -148,7 +148,7 @@ def _image_html(entry: dict[str, Any]) -> str:
         + "".join(
             f"<li><code>{escape(c['id'])}</code> ({escape(c['outcome'])}, "
             f"{_rule_html(c['rule'])}): "
-            f"<pre>{escape(c['message'])}</pre></li>"
+            f"<pre>{escape(c['message'])}</pre>{_saved_outputs_html(c)}</li>"
             for c in failed
         )
         + "</ol>"
@@ -408,12 +408,7 @@ def evidence_html(check: dict[str, Any]) -> str:
             f"→ {escape(answer)} in {ex['durationSeconds']:.3f} s\n{headers}\n"
             f"{escape(ex['bodyExcerpt'])}{truncated}</pre>"
         )
-    if check.get("savedOutputs"):
-        # Relative to the report directory, where conformance.html is written by default.
-        links = ", ".join(
-            f"<a href='{escape(quote(path))}'>{escape(path)}</a>" for path in check["savedOutputs"]
-        )
-        parts.append(f"<p class='psc-saved-outputs'>The outputs the model wrote: {links}</p>")
+    parts.append(_saved_outputs_html(check))
     if check.get("logTail"):
         parts.append(f"<p>Container log (tail)</p><pre>{escape(check['logTail'])}</pre>")
     parts.append("</div>")
@@ -422,3 +417,12 @@ def evidence_html(check: dict[str, Any]) -> str:
 
 def _rule_html(link: str) -> str:
     return f"rule <code>{escape(link)}</code>"
+
+
+def _saved_outputs_html(check: dict[str, Any]) -> str:
+    """Links to the outputs a failed example wrote, kept beside the report."""
+    if not check.get("savedOutputs"):
+        return ""
+    # Relative to the report directory, where conformance.html is written by default.
+    links = ", ".join(f"<a href='{escape(quote(path))}'>{escape(path)}</a>" for path in check["savedOutputs"])
+    return f"<p class='psc-saved-outputs'>The outputs the model wrote: {links}</p>"
