@@ -30,6 +30,7 @@ DIFF_LINES = 50  # the most lines of a structural or unified diff in a message
 DIFF_LINE_CHARS = 200
 TEXT_DIFF_BYTES = 2**20  # larger texts get no unified diff (difflib is quadratic at worst)
 HOOK = "pytest_model_compare_output"
+TOLERANCE_MAX = 64 * 1024  # a tolerance file is a few bytes: a larger one is refused, not read
 
 
 @dataclass(frozen=True)
@@ -361,7 +362,11 @@ def read_tolerance(path: Path) -> Tolerance:
         return SetupError(f'{path}: {why}; expected e.g. {{"rel": 1e-6, "abs": 0}}')
 
     try:
-        data = json.loads(path.read_bytes()[: 64 * 1024])
+        with path.open("rb") as stream:
+            text = stream.read(TOLERANCE_MAX + 1)
+        if len(text) > TOLERANCE_MAX:
+            raise bad(f"larger than {TOLERANCE_MAX // 1024} KiB")
+        data = json.loads(text)
     except (OSError, ValueError, RecursionError) as exc:
         raise bad(f"not readable as JSON ({exc})") from None
     if not isinstance(data, dict):

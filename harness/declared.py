@@ -11,6 +11,7 @@ import contextlib
 from pathlib import Path
 
 from . import cases as casedata
+from . import compare
 from .errors import SetupError
 from .metadata import ModelMetadata, load_yaml, parse_metadata
 from .observe import Observation
@@ -57,9 +58,13 @@ class Declared:
         """Every case resolved now: bad test-case data is found before any check runs."""
         if self.metadata is None:
             return
+        declared = (*self.metadata.inputs, *self.metadata.outputs)
         for case in self.cases:
             self._inputs_against_declared(case, self.case_inputs(case))
             self.case_outputs(case)
+            if case.kind == casedata.EXAMPLES:
+                for output in self.metadata.outputs:  # a bad tolerance file is bad data too
+                    compare.tolerance_for(case.path, output, declared, compare.Tolerance())
             if case.kind == casedata.VALIDATION_ERRORS:
                 self.case_message(case)
 

@@ -467,6 +467,9 @@ def _bad_data(problem: str):  # type: ignore[no-untyped-def]
             (data / "validation-error" / "empty").mkdir(parents=True)
             (data / "validation-error" / "empty" / "input.txt").write_text("")
             (data / "validation-error" / "empty" / "message.txt").write_text(" \n")
+        elif problem == "bad-tolerance-file":
+            shutil.copytree(DATA / "examples" / "english", data / "examples" / "english")
+            (data / "examples" / "english" / "tolerance.json").write_text('{"rel": "tiny"}')
         elif problem == "fifo-input":
             shutil.copytree(DATA / "examples" / "english", data / "examples" / "english")
             (data / "examples" / "english" / "input.txt").unlink()
@@ -487,6 +490,7 @@ BAD_DATA = {
         "same-case-twice",
         "empty-message",
         "fifo-input",
+        "bad-tolerance-file",
     )
 }
 LONG_CASE_NAME = "c" * 253

@@ -468,6 +468,7 @@ BAD_DATA_LINES = {
     "same-case-twice": "harness: *examples/english/ and example/english/ are both the case 'english'*",
     "empty-message": "harness: *case validation-error/empty: message.txt is empty*",
     "fifo-input": "harness: *case examples/english: input.txt is a FIFO, not a regular file*",
+    "bad-tolerance-file": "harness: */examples/english/tolerance.json: rel must be a number >= 0*",
 }
 
 
