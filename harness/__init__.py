@@ -1,3 +1,3 @@
-"""Conformance harness for model container images (see SPEC.md)."""
+"""Conformance harness for model container images (docs/contract.md)."""
 
 __version__ = "0.1.0"

@@ -6,8 +6,7 @@ Kept light: options, their resolution and the public fixtures. The session's par
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -17,7 +16,7 @@ from .options import EXIT_NOT_EVALUATED
 
 if TYPE_CHECKING:
     from .jobs import JobResult
-    from .run import ImageRun
+    from .server import ModelServer
     from .session import HarnessSession
 
 __all__ = ["EXIT_NOT_EVALUATED"]
@@ -74,22 +73,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture(scope="session")
-def model_server(request: pytest.FixtureRequest) -> ImageRun:
-    """The image under test, started once and ready: its ``container.http``, ``metadata``, ``run_job``."""
+def model_server(request: pytest.FixtureRequest) -> ModelServer:
+    """The image under test, started once and ready (``harness.server.ModelServer``): its
+    ``metadata``, ``address``, ``request(...)`` and ``run_job(...)``."""
     state = _state(request.config)
     if state is None:
         pytest.skip("no model image given (--model-image or --model-tar)")
     run = state.run_for(getattr(request, "param", None))
     run.prepare()  # harness errors become outcomes in one place (outcomes.py)
     run.require_ready()
-    return run
+    from .server import ModelServer
+
+    return ModelServer(run)
 
 
 @pytest.fixture
-def model_job(model_server: ImageRun) -> Callable[..., JobResult]:
+def model_job(model_server: ModelServer) -> Callable[..., JobResult]:
     """Run one job: ``model_job({"input.txt": b"..."})`` returns the /run exchange and the output files."""
-
-    def run_job(inputs: Mapping[str, bytes | Path], *, payload: dict[str, object] | None = None) -> JobResult:
-        return model_server.run_job(inputs, name="author", payload=payload)
-
-    return run_job
+    return model_server.run_job

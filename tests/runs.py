@@ -100,6 +100,15 @@ def test_french_is_french(model_job):
 
 def test_metadata_is_known(model_server):
     assert model_server.metadata.inputs == ("input.txt",)
+
+def test_the_server_facade(model_server):
+    # What authors get: stable names, whatever moves inside the harness.
+    assert model_server.label == "psc-samples/langid:latest"
+    assert model_server.address.startswith("127.0.0.1:")
+    answer = model_server.request("GET", "/status")
+    assert (answer.status, answer.json()["statusCode"]) == (200, 200)
+    assert len(model_server.container_id) == 64
+    assert not hasattr(model_server, "container")  # the harness's inside is not handed out
 """
 AUTHOR = Run("author", ("--model-image", LANGID_ARG), files=(("work/test_author.py", AUTHOR_TESTS),))
 

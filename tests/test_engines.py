@@ -371,11 +371,15 @@ def test_no_host_path_is_mounted_and_the_port_is_where_the_header_says(
     seen = tmp_path / "container.json"
     # The author's own test runs on the model's container while it runs: it inspects it.
     (workdir / "test_inspect.py").write_text(
-        "import json, os\n"
+        "import json, docker\n"
         "def test_inspect(model_server):\n"
-        "    container = model_server.container\n"
-        "    attrs = model_server.client.api.inspect_container(container.container.id)\n"
-        "    seen = {'config': attrs, 'published': container.published_at, 'reached': container.reached_at}\n"
+        "    client = docker.from_env(version='auto')  # the engine the run uses: DOCKER_HOST\n"
+        "    attrs = client.api.inspect_container(model_server.container_id)\n"
+        "    (port,) = [p for p in attrs['NetworkSettings']['Ports'] if p.endswith('/tcp')]\n"
+        "    binding = attrs['NetworkSettings']['Ports'][port][0]\n"
+        "    published = (binding['HostIp'] or '0.0.0.0') + ':' + binding['HostPort']\n"
+        "    client.close()\n"
+        "    seen = {'config': attrs, 'published': published, 'reached': model_server.address}\n"
         f"    open({str(seen)!r}, 'w').write(json.dumps(seen))\n"
     )
     host_tmp = tmp_path / "host-tmp"

@@ -117,6 +117,7 @@ def test_authors_own_checks_use_the_public_fixtures(harness: HarnessRuns) -> Non
     assert result.returncode == 0, result
     assert result.junit["test_french_is_french"] == "passed"
     assert result.junit["test_metadata_is_known"] == "passed"
+    assert result.junit["test_the_server_facade"] == "passed"
     assert result.outcomes()["shutdown.exit-code"] == "passed"
     # Run on the same container as the battery, before its /shutdown.
     assert len(result.containers) == 1
