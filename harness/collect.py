@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from . import checks
-from .cases import Case, discover
+from .cases import Case
 from .errors import Nonconformance, SetupError
 from .run import ImageRun
 
@@ -23,7 +23,7 @@ def battery_for(run: ImageRun) -> list[checks.Check]:
     if run.options.model_data is not None:
         # A bad data directory is reported once the run prepares, as "not evaluated".
         with contextlib.suppress(SetupError):
-            found = discover(run.options.model_data).cases
+            found = run.declared.discovered(run.options.model_data).cases
     return checks.battery(found, strict=run.options.strict)
 
 

@@ -24,9 +24,21 @@ class Declared:
         self.metadata: ModelMetadata | None = None
         self.metadata_error: str | None = None  # model.yaml found but unusable: image.model-yaml's finding
         self.cases: list[casedata.Case] = []
+        self._discovered: casedata.Found | SetupError | None = None
+
+    def discovered(self, data_dir: Path) -> casedata.Found:
+        """The cases on disk, looked for once (the battery, the report and the run all ask)."""
+        if self._discovered is None:
+            try:
+                self._discovered = casedata.discover(data_dir)
+            except SetupError as exc:
+                self._discovered = exc
+        if isinstance(self._discovered, SetupError):
+            raise self._discovered
+        return self._discovered
 
     def read_cases(self, data_dir: Path) -> None:
-        found = casedata.discover(data_dir)
+        found = self.discovered(data_dir)
         self.cases = found.cases
         for kind in found.missing_kinds:
             self.observed.warnings.append(

@@ -15,6 +15,9 @@ USERNAME_ENV = "PSC_REGISTRY_USERNAME"
 ENGINE_HOST_ENV = "PSC_ENGINE_HOST"
 DEFAULT_SHUTDOWN_TIMEOUT = 15.0
 PULL_POLICIES = ("always", "missing", "never")
+# The share of each timeout that should be left when ready and after the slowest /run:
+# the platform's machines may be slower than the author's.
+DEFAULT_MARGIN = 0.5
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class RunOptions:
     credentials: Credentials | None = None
     keep_image: bool = False
     compare_bytes: bool = False  # expected outputs byte for byte, even when declared JSON
-    margin: float = 0.5  # the share of each timeout that should be left (a warning otherwise)
+    margin: float = DEFAULT_MARGIN  # less left is a warning
     strict: bool = False  # rehearsal warnings fail the image
     engine_host: str | None = None  # where the engine's published ports are reached (default: engine.py)
     rel_tol: float = 0.0  # numbers in JSON outputs: |a - e| <= max(rel_tol * max(|a|, |e|), abs_tol)

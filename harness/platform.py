@@ -14,7 +14,7 @@ FAILED = "Failed"
 NOT_STARTED = "Not started"
 
 # (step number, name, percentage) of a load, in order; the last step is READY or FAILED.
-LOAD_STEPS = ((1, UPLOADING, 0), (2, LOADING, 33), (3, CHECKING, 66))
+UPLOAD_STEP, LOAD_STEP, CHECK_STEP = LOAD_STEPS = ((1, UPLOADING, 0), (2, LOADING, 33), (3, CHECKING, 66))
 FINAL_STEP = 4
 
 RUN_STEPS = (

@@ -18,13 +18,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .container import ModelContainer
+from .options import DEFAULT_MARGIN
 
 SAMPLE_EVERY = 0.5  # seconds between two reads of the container's stats
 STATS_DEADLINE = 5.0  # the longest one stats read may take (the engine answers within its cycle, ~1 s)
 MIN_CPU_SPAN = 1.0  # seconds between the two reads an average CPU use is computed from, at least
 CPU_SLACK = 0.1  # CPUs: the quota is enforced per 100 ms period, the reads' times are not exact
 NEAR_MEMORY = 0.8  # a peak above this share of the declared memory is a warning
-DEFAULT_MARGIN = 0.5  # the share of a timeout that should be left: the platform's machines may be slower
 TEXT_TYPES = ("text/plain", "text/csv", "text/markdown")
 _ENGINE_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z$")
 

@@ -28,7 +28,7 @@ from .labels import labels
 from .metadata import ModelMetadata
 from .observe import Observation, Step, timed
 from .options import RunOptions
-from .platform import CHECKING, FAILED, FINAL_STEP, LOADING, READY, RUN_STEPS, UPLOADING
+from .platform import CHECK_STEP, FAILED, FINAL_STEP, LOAD_STEP, READY, RUN_STEPS, UPLOAD_STEP
 from .rehearsal import Rehearsal, ResourceSampler, Timing
 from .sources import ImageSource
 
@@ -224,7 +224,7 @@ class ImageRun:
         # What runs killed outright left behind goes first (never a live run's).
         with contextlib.suppress(docker.errors.DockerException, OSError):
             self.observed.reaped = reaper.reap(self.client)
-        with timed(self.observed.load_steps, 1, UPLOADING, 0) as details, self._uploading():
+        with timed(self.observed.load_steps, *UPLOAD_STEP) as details, self._uploading():
             self.image = self.source.bring_in(self.client, self.observed, self.progress)
             self.observed.source = self.source.source
             details.update(source=self.source.source, uploadPercentage=100)
@@ -332,7 +332,10 @@ class ImageRun:
         container = self._created()
         if container.started:
             return container
-        with timed(self.observed.load_steps, 2, LOADING.format(name=self.model_name), 33) as details:
+        number, name, percentage = LOAD_STEP
+        with timed(
+            self.observed.load_steps, number, name.format(name=self.model_name), percentage
+        ) as details:
             try:
                 container.start()
             except SetupError as exc:
@@ -369,7 +372,7 @@ class ImageRun:
     def wait_ready(self) -> Readiness:
         if self.readiness is None:
             container = self.start()
-            with timed(self.observed.load_steps, 3, CHECKING, 66) as details:
+            with timed(self.observed.load_steps, *CHECK_STEP) as details:
                 try:
                     readiness = container.wait_ready(self.status_timeout)
                 except SetupError as exc:  # its port cannot be reached: the image is not evaluated

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from .options import (
+    DEFAULT_MARGIN,
     DEFAULT_SHUTDOWN_TIMEOUT,
     ENGINE_HOST_ENV,
     PASSWORD_ENV,
@@ -265,7 +266,7 @@ def resolve(config: pytest.Config, stdin_password: str | None = None) -> Setting
         raise pytest.UsageError("--registry-password-stdin needs --registry-username")
 
     margin_raw, margin_source = values["--timeout-margin"]
-    margin = 0.5
+    margin = DEFAULT_MARGIN
     if margin_raw is not None:
         text = str(margin_raw).strip()
         try:
