@@ -30,7 +30,7 @@ from .observe import Observation, Step, timed
 from .options import RunOptions
 from .platform import CHECK_STEP, FAILED, FINAL_STEP, LOAD_STEP, READY, RUN_STEPS, UPLOAD_STEP
 from .rehearsal import Rehearsal, ResourceSampler, Timing
-from .sources import ImageSource
+from .sources import ImageSource, ProgressLine
 
 DEFAULT_STATUS_TIMEOUT = 60.0
 DEFAULT_RUN_TIMEOUT = 60.0
@@ -67,7 +67,7 @@ class ImageRun:
         options: RunOptions,
         *,
         session_id: str | None = None,
-        progress: Callable[[str], None] | None = None,
+        progress: ProgressLine | None = None,
     ) -> None:
         self.source = source
         self.options = options

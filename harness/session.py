@@ -44,7 +44,8 @@ def activate(config: pytest.Config, resolved: settings.Settings) -> None:
     worker = hasattr(config, "workerinput")
     collector = ReportCollector(state.runs, resolved.report_dir, writes=not worker)
     terminal = TerminalOutput(config, state, collector)
-    state.progress = terminal.progress
+    for run in state.runs.values():
+        run.progress = terminal.progress  # one way: the runs report, the terminal shows
     state.collector = collector
     run_checks = {
         label: sum(1 for c in battery_for(run) if c.phase == checks.RUN) for label, run in state.runs.items()
@@ -178,7 +179,6 @@ class HarnessSession:
         self.config = config
         self.settings = resolved
         self.session_id = uuid.uuid4().hex[:12]
-        self.progress: Any = None
         self.collector: ReportCollector | None = None
         self.bound: TimeBound | None = None
         self.overrun: str | None = None
@@ -191,12 +191,8 @@ class HarnessSession:
             while label in self.runs:  # the same file name in two directories
                 label += "'"
             source.label = label
-            self.runs[label] = ImageRun(source, options, session_id=self.session_id, progress=self._progress)
+            self.runs[label] = ImageRun(source, options, session_id=self.session_id)
         self.interruption = Interruption()
-
-    def _progress(self, line: str) -> None:
-        if self.progress is not None:
-            self.progress(line)
 
     def stopped(self, why: str) -> None:
         self.overrun = why

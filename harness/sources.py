@@ -26,7 +26,7 @@ from .observe import Observation
 from .options import RunOptions
 from .registry import Progress
 
-ProgressLine = Callable[[str], None]
+ProgressLine = Callable[[str, Progress], None]  # what is moved ("loading x.tar"), how far
 LOAD_GRACE = 600.0  # s: how long an engine may go on loading the archive of a run killed meanwhile
 
 
@@ -46,7 +46,7 @@ class ImageSource(Protocol):
 def _progress_to(show: ProgressLine | None, what: str) -> Callable[[Progress], None] | None:
     if show is None:
         return None
-    return lambda seen: show(seen.line(what))
+    return lambda seen: show(what, seen)
 
 
 class ReferenceSource:

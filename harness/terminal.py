@@ -16,6 +16,7 @@ from .outcomes import NOT_RUN_CATEGORY, NOT_RUN_LETTER, NOT_RUN_PREFIX, NOT_RUN_
 
 if TYPE_CHECKING:
     from .collector import ReportCollector
+    from .registry import Progress
     from .session import HarnessSession
 
 
@@ -32,13 +33,13 @@ class TerminalOutput:
             return None
         return self.config.pluginmanager.getplugin("terminalreporter")
 
-    def progress(self, line: str) -> None:
+    def progress(self, what: str, seen: Progress) -> None:
         """A live progress line for a person watching a long pull or load."""
         reporter = self._reporter()
         if reporter is None:
             return
         now = time.monotonic()
-        done = "100.0%" in line
+        line, done = seen.line(what), seen.finished
         isatty = getattr(reporter, "isatty", False)  # a method since pytest 8.4.1, a bool before
         tty = bool(isatty() if callable(isatty) else isatty)
         if not done and now - self._last_progress < (0.5 if tty else 5.0):
