@@ -40,7 +40,6 @@ DEFAULT_MEMORY = 2**30  # without a model.yaml: 1 GiB, 1 CPU (docs/contract.md#r
 DEFAULT_CPUS = 1.0
 EXIT_WAIT = 600.0  # seconds of one wait request for the container's exit, asked again after
 PIDS_LIMIT = 1024  # always: a fork bomb stays inside the container
-NO_CONNECTION = "no connection within the timeout"  # http.py's detail of a connect timeout
 _LOOPBACK6 = "00000000000000000000000001000000"  # ::1 as /proc/net/tcp6 spells it
 
 
@@ -444,11 +443,7 @@ def _loopback(address: str) -> bool:
 
 def _not_connected(exchange: Exchange | None) -> bool:
     """The connection itself failed (refused, timed out, unroutable): the server was not reached."""
-    if exchange is None:
-        return False
-    if exchange.outcome in (Outcome.REFUSED, Outcome.FAILED):
-        return True
-    return exchange.outcome is Outcome.TIMED_OUT and exchange.detail == NO_CONNECTION
+    return exchange is not None and not exchange.connected
 
 
 class _LogFrames:

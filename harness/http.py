@@ -51,6 +51,7 @@ class Exchange:
     body_truncated: bool = False
     detail: str = ""  # why an exchange did not end in a whole answer
     seconds: float = 0.0
+    connected: bool = False  # the connection was made: whatever followed, the server was reached
 
     @property
     def route(self) -> str:
@@ -177,6 +178,7 @@ class ModelClient:
         except OSError as exc:
             exchange.outcome, exchange.detail = Outcome.FAILED, f"cannot connect: {exc.strerror or exc}"
             return
+        exchange.connected = True
         with sock:
             try:
                 self._send(sock, exchange, deadline)

@@ -117,9 +117,10 @@ def test_refused_dropped_and_not_http(server) -> None:  # type: ignore[no-untype
     free.bind(("127.0.0.1", 0))
     port = free.getsockname()[1]
     free.close()
-    assert ModelClient("127.0.0.1", port).request("GET", "/", timeout=1).outcome is Outcome.REFUSED
+    refused = ModelClient("127.0.0.1", port).request("GET", "/", timeout=1)
+    assert refused.outcome is Outcome.REFUSED and not refused.connected
     dropped = server(lambda conn: None).request("GET", "/", timeout=1)
-    assert dropped.outcome is Outcome.DROPPED
+    assert dropped.outcome is Outcome.DROPPED and dropped.connected  # reached, then dropped
 
 
 @pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6 on this machine")
