@@ -19,10 +19,9 @@ from .collect import CheckItem, battery_for
 from .errors import Nonconformance
 from .outcomes import KIND, NOT_EVALUATED, NOT_RUN, NOT_RUN_PREFIX
 from .run import ImageRun
+from .verdicts import CheckOutcome
 
 JSON_NAME = "conformance.json"
-# A check's outcomes from better to worse: a record never gives way to a better one.
-SEVERITY = ("passed", "skipped", "not-run", "failed", "error")
 
 
 class ReportCollector:
@@ -39,7 +38,7 @@ class ReportCollector:
 
     @property
     def not_evaluated(self) -> bool:
-        return any(r["outcome"] == "error" for r in self.records.values())
+        return any(r["outcome"] == CheckOutcome.ERROR for r in self.records.values())
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -68,20 +67,20 @@ class ReportCollector:
         error = excinfo.value if excinfo else None
         kind = item.stash.get(KIND, None)
         if report.skipped:
-            outcome = NOT_RUN if kind == NOT_RUN else "skipped"
+            outcome = CheckOutcome.NOT_RUN if kind == NOT_RUN else CheckOutcome.SKIPPED
             message = str(error) if error is not None else ""
             if isinstance(report.longrepr, tuple):
                 message = report.longrepr[2].removeprefix("Skipped: ")
         elif report.failed:
             # Only a finding about the image is a failure; anything else left it unjudged.
-            outcome = "failed" if isinstance(error, Nonconformance) else "error"
+            outcome = CheckOutcome.FAILED if isinstance(error, Nonconformance) else CheckOutcome.ERROR
             message = (
                 error.describe(with_log=False) if isinstance(error, Nonconformance) else report.longreprtext
             )
             if kind == NOT_EVALUATED:
-                outcome = "error"
+                outcome = CheckOutcome.ERROR
         else:
-            outcome, message = "passed", ""
+            outcome, message = CheckOutcome.PASSED, ""
         return report_.check_record(
             item.check.id,
             item.run.label,
@@ -103,7 +102,10 @@ class ReportCollector:
             key = (record["image"], record["id"])
             earlier = self.records.get(key)
             # One id, two items (never by the harness's own ids): the worse outcome stands.
-            if earlier is None or SEVERITY.index(record["outcome"]) >= SEVERITY.index(earlier["outcome"]):
+            worse = earlier is None or (
+                CheckOutcome(record["outcome"]).severity >= CheckOutcome(earlier["outcome"]).severity
+            )
+            if worse:
                 self.records[key] = record
             self.snapshots[record["image"]] = report.psc_run
 
@@ -128,7 +130,9 @@ class ReportCollector:
                 record = self.records.get((label, check.id))
                 if record is None:
                     why = self.interrupted or "the check was not selected (-k, -m or --deselect)"
-                    record = report_.check_record(check.id, label, "not-run", f"not run: {why}", check.rule)
+                    record = report_.check_record(
+                        check.id, label, CheckOutcome.NOT_RUN, f"not run: {why}", check.rule
+                    )
                 records.append(record)
         self.report = report_.build(snapshots, records, self.interrupted)
         return self.report

@@ -16,15 +16,16 @@ from urllib.parse import quote
 
 import jsonschema
 
+from . import verdicts
 from .errors import rule_link
 from .http import Exchange
 from .metadata import schema
 from .platform import FAILED, NOT_STARTED, READY
 from .rehearsal import NEAR_MEMORY
+from .verdicts import CheckOutcome, Verdict
 
 REPORT_VERSION = 2
 EXCERPT_CHARS = 2048
-VERDICTS = ("conformant", "incomplete", "nonconformant", "error")  # worst last
 
 
 def exchange_evidence(exchange: Exchange) -> dict[str, Any]:
@@ -50,7 +51,7 @@ def check_record(
     return {
         "id": check_id,
         "image": label,
-        "outcome": outcome,
+        "outcome": CheckOutcome(outcome).value,  # plain data: records travel from xdist workers
         "message": message,
         "rule": rule_link(rule),
         "durationSeconds": round(seconds, 4),
@@ -58,15 +59,8 @@ def check_record(
     }
 
 
-def verdict_of(checks: list[dict[str, Any]]) -> str:
-    outcomes = {check["outcome"] for check in checks}
-    if "error" in outcomes:
-        return "error"
-    if "failed" in outcomes:
-        return "nonconformant"
-    if "not-run" in outcomes or not checks:
-        return "incomplete"  # a check that never ran to an outcome: never conformant
-    return "conformant"
+def verdict_of(checks: list[dict[str, Any]]) -> Verdict:
+    return verdicts.verdict_of(check["outcome"] for check in checks)
 
 
 def build(
@@ -81,13 +75,13 @@ def build(
             if c["image"] == label
         ]
         entry = {
-            "verdict": verdict_of(own),
+            "verdict": verdict_of(own).value,
             **{k: v for k, v in snapshot.items() if k != "label"},
             "checks": own,
         }
         entry["image"]["label"] = label
         per_image.append(entry)
-    verdict = max((entry["verdict"] for entry in per_image), key=VERDICTS.index, default="error")
+    verdict = verdicts.worst(entry["verdict"] for entry in per_image).value
     report: dict[str, Any] = {
         "reportVersion": REPORT_VERSION,
         "generatedAt": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -117,7 +111,12 @@ def write_json(report: dict[str, Any], path: Path) -> None:
 
 # -- HTML fragments for pytest-html ---------------------------------------------------------
 
-_COLOURS = {"conformant": "#1a7f37", "incomplete": "#bc4c00", "nonconformant": "#cf222e", "error": "#9a6700"}
+_COLOURS = {
+    Verdict.CONFORMANT: "#1a7f37",
+    Verdict.INCOMPLETE: "#bc4c00",
+    Verdict.NONCONFORMANT: "#cf222e",
+    Verdict.ERROR: "#9a6700",
+}
 
 
 def summary_html(report: dict[str, Any]) -> str:
@@ -141,8 +140,8 @@ def _image_html(entry: dict[str, Any]) -> str:
         f"<td class='psc-meaning'>{_meaning(k, entry)}</td></tr>"
         for k, v in entry["containerImage"].items()
     )
-    failed = [c for c in entry["checks"] if c["outcome"] in ("failed", "error")]
-    not_run = [c for c in entry["checks"] if c["outcome"] == "not-run"]
+    failed = [c for c in entry["checks"] if c["outcome"] in (CheckOutcome.FAILED, CheckOutcome.ERROR)]
+    not_run = [c for c in entry["checks"] if c["outcome"] == CheckOutcome.NOT_RUN]
     failed_html = (
         "<ol class='psc-failed'>"
         + "".join(

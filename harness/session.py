@@ -31,6 +31,7 @@ from .outcomes import NotRunReporting, OutcomeTranslator
 from .run import ImageRun
 from .sources import ImageSource, ReferenceSource, TarSource
 from .terminal import NotRunListing, TerminalOutput
+from .verdicts import Verdict
 
 STDIN_PASSWORD_KEY = "psc_registry_password"
 STASH_KEY = pytest.StashKey["HarnessSession"]()
@@ -75,11 +76,11 @@ def activate(config: pytest.Config, resolved: settings.Settings) -> None:
 
 def exit_code(verdict: str, pytest_code: int) -> int:
     """The run's exit code from the report's verdict; an author's own failed test still fails it."""
-    if verdict == "error":
+    if verdict == Verdict.ERROR:
         return EXIT_NOT_EVALUATED
-    if verdict == "nonconformant" or pytest_code == pytest.ExitCode.TESTS_FAILED:
+    if verdict == Verdict.NONCONFORMANT or pytest_code == pytest.ExitCode.TESTS_FAILED:
         return int(pytest.ExitCode.TESTS_FAILED)
-    if verdict == "incomplete":
+    if verdict == Verdict.INCOMPLETE:
         return int(pytest.ExitCode.INTERRUPTED)  # some check never ran: never a pass
     return int(pytest_code)
 

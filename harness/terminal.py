@@ -13,6 +13,7 @@ import pytest
 
 from .options import EXIT_NOT_EVALUATED
 from .outcomes import NOT_RUN_CATEGORY, NOT_RUN_LETTER, NOT_RUN_PREFIX, NOT_RUN_WORD
+from .verdicts import CheckOutcome, Verdict
 
 if TYPE_CHECKING:
     from .collector import ReportCollector
@@ -87,18 +88,20 @@ class TerminalOutput:
         if not self.config.pluginmanager.hasplugin("html"):
             write("conformance report: HTML not written: pytest-html is not installed")
         verdict = report["verdict"]
-        if verdict == "incomplete":
-            not_run = sum(1 for i in report["images"] for c in i["checks"] if c["outcome"] == "not-run")
+        if verdict == Verdict.INCOMPLETE:
+            not_run = sum(
+                1 for i in report["images"] for c in i["checks"] if c["outcome"] == CheckOutcome.NOT_RUN
+            )
             total = sum(len(i["checks"]) for i in report["images"])
             why = report.get("interrupted") or "checks were deselected"
             write(f"model conformance: INCOMPLETE, {not_run} of {total} checks did not run ({why})", red=True)
-        elif verdict == "error":
+        elif verdict == Verdict.ERROR:
             write(f"model conformance: not evaluated (exit code {EXIT_NOT_EVALUATED})", red=True)
         else:
             write(
                 f"model conformance: {verdict.upper()}",
-                green=verdict == "conformant",
-                red=verdict != "conformant",
+                green=verdict == Verdict.CONFORMANT,
+                red=verdict != Verdict.CONFORMANT,
             )
 
 
