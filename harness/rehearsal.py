@@ -22,7 +22,7 @@ from .options import DEFAULT_MARGIN
 
 SAMPLE_EVERY = 0.5  # seconds between two reads of the container's stats
 STATS_DEADLINE = 5.0  # the longest one stats read may take (the engine answers within its cycle, ~1 s)
-MIN_CPU_SPAN = 1.0  # seconds between the two reads an average CPU use is computed from, at least
+MIN_CPU_SPAN = 0.5  # seconds between the two points (the start, reads) an average CPU use rests on, at least
 CPU_SLACK = 0.1  # CPUs: the quota is enforced per 100 ms period, the reads' times are not exact
 NEAR_MEMORY = 0.8  # a peak above this share of the declared memory is a warning
 TEXT_TYPES = ("text/plain", "text/csv", "text/markdown")
@@ -49,8 +49,14 @@ class ResourceFigures:
     cpu_reads: dict[str, tuple[CpuRead, CpuRead]] = field(default_factory=dict)
     _first_read: float | None = None
 
-    def count(self, stats: dict[str, Any], container_id: str, *, final: bool = False) -> int | None:
-        """Count one stats read; the working set it shows, or None when it shows no memory."""
+    def count(
+        self, stats: dict[str, Any], container_id: str, *, final: bool = False, started: str | None = None
+    ) -> int | None:
+        """Count one stats read; the working set it shows, or None when it shows no memory.
+
+        ``started``: the container's start as the engine wrote it; its CPU time counts from
+        then (a new cgroup starts at zero), so one read after a second gives an average.
+        """
         memory = stats.get("memory_stats") or {}
         usage = _number(memory.get("usage"))
         if usage is None:  # the container is gone, or not started
@@ -80,7 +86,9 @@ class ResourceFigures:
         at = _engine_time(stats.get("read"))
         if used is not None and at is not None:
             read = CpuRead(at, used / 1e9)
-            first, _last = self.cpu_reads.get(container_id, (read, read))
+            began = _engine_time(started)
+            start = CpuRead(began, 0.0) if began is not None and began < at else read
+            first, _last = self.cpu_reads.get(container_id, (start, read))
             self.cpu_reads[container_id] = (first, read)
         return working
 
@@ -99,7 +107,8 @@ class ResourceFigures:
         return f"{sampled}: a peak between two samples is missed (the engine gives no high-water mark)"
 
     def cpu_average(self, limit: float | None) -> tuple[float | None, str]:
-        """The average CPUs used between the two reads furthest apart, and where it comes from."""
+        """The average CPUs used between the two points furthest apart (the container's start
+        and its last read, or two reads), and where it comes from."""
         spans = [(last.at - first.at, last.used - first.used) for first, last in self.cpu_reads.values()]
         seconds, used = max(spans, default=(0.0, 0.0))
         if seconds < MIN_CPU_SPAN:
@@ -112,7 +121,7 @@ class ResourceFigures:
                 f"not measured: the engine's reads give {average:.2f} CPUs, more than the container "
                 f"could use ({possible:g})"
             )
-        return average, f"CPU time between two reads of the engine {seconds:.1f} s apart"
+        return average, f"CPU time between two points of the engine's clock {seconds:.1f} s apart"
 
 
 def _number(value: object) -> int | None:
@@ -182,7 +191,8 @@ class ResourceSampler:
         with self._lock:
             if self._stop.is_set() and not final:
                 return None  # the model is being stopped: its way out is not what it uses
-            return self.figures.count(stats, str(model.id), final=final)
+            started = (model.attrs.get("State") or {}).get("StartedAt")
+            return self.figures.count(stats, str(model.id), final=final, started=started)
 
     def final(self) -> None:
         """Stop sampling, then one last read, synchronous and bounded: the high-water mark after

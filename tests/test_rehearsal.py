@@ -49,7 +49,18 @@ def test_one_read_at_the_start_gives_no_cpu_average() -> None:
     assert average is None and source.startswith("not measured"), source
 
 
-def test_cpu_average_is_taken_between_reads_a_second_apart_or_more() -> None:
+def test_one_read_a_second_after_the_start_gives_the_average_since_the_start() -> None:
+    # A model ready in under a second: its one read after the last /run is enough.
+    figures = ResourceFigures()
+    started = "2026-12-01T21:51:04.250000000Z"
+    figures.count(stats("2026-12-01T21:51:04.260Z", 1 * MIB, 0.005), "a", started=started)  # at the start
+    figures.count(stats("2026-12-01T21:51:05.850Z", 30 * MIB, 0.4), "a", started=started)
+    average, source = figures.cpu_average(1.0)
+    assert average == pytest.approx(0.25)
+    assert "1.6 s apart" in source
+
+
+def test_cpu_average_is_taken_between_reads_far_enough_apart() -> None:
     figures = ResourceFigures()
     figures.count(stats("2026-12-01T21:51:04.5Z", 5 * MIB, 0.2), "a")
     figures.count(stats("2026-12-01T21:51:06.5Z", 40 * MIB, 0.7), "a")
