@@ -328,7 +328,7 @@ def run_validation_error(case: casedata.Case, run: ImageRun) -> None:
 
 
 def run_not_json_415(run: ImageRun) -> None:
-    exchange = run.post_raw("/run", b"this is not JSON", "text/plain")
+    exchange = run.request("POST", "/run", body=b"this is not JSON", headers={"Content-Type": "text/plain"})
     require_status(run, exchange, 415, "run-415")
     require_json_envelope(run, exchange)
 
@@ -364,24 +364,16 @@ def run_output_written(run: ImageRun) -> None:
     require_regular_outputs(run, result, "run-200")
 
 
-def ready_request(run: ImageRun, method: str, path: str) -> Exchange:
-    container = run.require_ready()
-    assert container.http is not None
-    exchange = container.http.request(method, path, timeout=run.run_timeout)
-    run.cite(exchange)
-    return exchange
-
-
 def route_unknown_404(run: ImageRun) -> None:
     # A new path each run: no answer made for one known path can pass for the rule.
-    exchange = ready_request(run, "GET", f"/psc-harness-{secrets.token_hex(6)}")
+    exchange = run.request("GET", f"/psc-harness-{secrets.token_hex(6)}")
     require_status(run, exchange, 404, "unknown-routes")
     require_json_envelope(run, exchange)
 
 
 def route_wrong_method_405(run: ImageRun) -> None:
     for method, path in (("GET", "/run"), ("PUT", "/status")):
-        exchange = ready_request(run, method, path)
+        exchange = run.request(method, path)
         require_status(run, exchange, 405, "unknown-routes")
         require_json_envelope(run, exchange)
 

@@ -492,13 +492,23 @@ class ImageRun:
         for inputs, dirs in zip(planned, jobs.stage_many(container, planned), strict=True):
             self._staged.setdefault(_inputs_key(inputs), []).append(dirs)
 
-    def post_raw(self, path: str, body: bytes, content_type: str) -> Exchange:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Exchange:
+        """One exchange with the ready model (default timeout: the run timeout), cited as the
+        evidence of the check under way."""
         container = self.require_ready()
         assert container.http is not None
         if self.sampler is not None:
-            self.sampler.mark_busy()
+            self.sampler.mark_busy()  # a read from now on is no longer the memory at ready
         exchange = container.http.request(
-            "POST", path, body=body, headers={"Content-Type": content_type}, timeout=self.run_timeout
+            method, path, body=body, headers=headers, timeout=timeout or self.run_timeout
         )
         self.cite(exchange)
         return exchange

@@ -58,9 +58,7 @@ class ModelServer:
     ) -> Exchange:
         """One HTTP exchange with the model (default timeout: the run timeout), bounded as the
         battery's are: its ``status``, ``headers``, ``body`` and ``json()``."""
-        return self._client().request(
-            method, path, body=body, headers=headers, timeout=timeout or self._run.run_timeout
-        )
+        return self._run.request(method, path, body=body, headers=headers, timeout=timeout)
 
     def run_job(
         self, inputs: Mapping[str, bytes | Path], *, payload: dict[str, object] | None = None
