@@ -10,15 +10,14 @@ what is only a warning is written in docs/contract.md#rehearsal.
 from __future__ import annotations
 
 import contextlib
-import re
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from .container import ModelContainer
 from .options import DEFAULT_MARGIN
+from .units import parse_engine_time
 
 SAMPLE_EVERY = 0.5  # seconds between two reads of the container's stats
 STATS_DEADLINE = 5.0  # the longest one stats read may take (the engine answers within its cycle, ~1 s)
@@ -26,7 +25,6 @@ MIN_CPU_SPAN = 0.5  # seconds between the two points (the start, reads) an avera
 CPU_SLACK = 0.1  # CPUs: the quota is enforced per 100 ms period, the reads' times are not exact
 NEAR_MEMORY = 0.8  # a peak above this share of the declared memory is a warning
 TEXT_TYPES = ("text/plain", "text/csv", "text/markdown")
-_ENGINE_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z$")
 
 
 @dataclass(frozen=True)
@@ -83,10 +81,10 @@ class ResourceFigures:
         if online:
             self.online_cpus = online
         used = _number((cpu_stats.get("cpu_usage") or {}).get("total_usage"))
-        at = _engine_time(stats.get("read"))
+        at = parse_engine_time(stats.get("read"))
         if used is not None and at is not None:
             read = CpuRead(at, used / 1e9)
-            began = _engine_time(started)
+            began = parse_engine_time(started)
             start = CpuRead(began, 0.0) if began is not None and began < at else read
             first, _last = self.cpu_reads.get(container_id, (start, read))
             self.cpu_reads[container_id] = (first, read)
@@ -133,20 +131,6 @@ def _inactive_file(memory: dict[str, Any], usage: int) -> int:
     detail = memory.get("stats") or {}
     inactive = _number(detail.get("total_inactive_file", detail.get("inactive_file")))
     return inactive if inactive is not None and inactive < usage else 0
-
-
-def _engine_time(value: object) -> float | None:
-    """The engine's read time (RFC 3339, nanoseconds), as Unix seconds; None before a start."""
-    found = _ENGINE_TIME.match(value) if isinstance(value, str) else None
-    if found is None:
-        return None
-    try:
-        whole = datetime.fromisoformat(found[1]).replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return None
-    if whole <= 0:  # "0001-01-01T00:00:00Z": the container does not run
-        return None
-    return whole + float("0." + (found[2] or "0"))
 
 
 class ResourceSampler:

@@ -8,10 +8,8 @@ removes what it brought in. Nothing else in the harness asks what kind of source
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -25,6 +23,7 @@ from .labels import LABEL, LOADED_IMAGE_LABEL, OWNER_LABEL, owner_gone
 from .observe import Observation
 from .options import RunOptions
 from .registry import Progress
+from .units import parse_engine_time
 
 ProgressLine = Callable[[str, Progress], None]  # what is moved ("loading x.tar"), how far
 LOAD_GRACE = 600.0  # s: how long an engine may go on loading the archive of a run killed meanwhile
@@ -193,12 +192,8 @@ def _other_marks(
 
 def _age(volume: Volume) -> float | None:
     """Seconds since the engine created the volume; None when it does not say."""
-    created = str(volume.attrs.get("CreatedAt") or "")
-    try:  # RFC 3339, nanoseconds at most: Python reads microseconds
-        when = datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", created).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return time.time() - when.timestamp()
+    created = parse_engine_time(volume.attrs.get("CreatedAt"))
+    return None if created is None else time.time() - created
 
 
 def _remove_image(client: docker.DockerClient, image_id: str) -> None:

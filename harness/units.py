@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*$", re.IGNORECASE)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -34,3 +35,22 @@ def parse_duration(value: object) -> float:
     if seconds > MAX_DURATION:
         raise ValueError(f"a duration must be at most 24h, got {str(value)[:40]!r}")
     return seconds
+
+
+_ENGINE_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
+
+
+def parse_engine_time(value: object) -> float | None:
+    """An engine's time (RFC 3339, up to nanoseconds) as Unix seconds; None when it is not
+    one, or is the zero time ("0001-01-01T00:00:00Z") an engine gives for "never"."""
+    found = _ENGINE_TIME.match(value) if isinstance(value, str) else None
+    if found is None:
+        return None
+    zone = "+00:00" if found[3] == "Z" else found[3]
+    try:
+        whole = datetime.fromisoformat(found[1] + zone).astimezone(UTC).timestamp()
+    except ValueError:
+        return None
+    if whole <= 0:
+        return None
+    return whole + float("0." + (found[2] or "0"))

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from harness import rehearsal, report
+from harness import report
 from harness.rehearsal import Rehearsal, ResourceFigures, Timing
 from harness.run import explaining_line
+from harness.units import parse_engine_time
 from tests import runs
 from tests.harness_runs import HarnessRuns
 
@@ -140,9 +141,9 @@ def test_a_peak_near_the_declared_memory_is_a_warning_and_an_orange_bar() -> Non
 
 
 def test_engine_times() -> None:
-    assert rehearsal._engine_time("0001-01-01T00:00:00Z") is None
-    assert rehearsal._engine_time("soon") is None
-    one = rehearsal._engine_time("2026-12-01T21:51:04.571584080Z")
+    assert parse_engine_time("0001-01-01T00:00:00Z") is None
+    assert parse_engine_time("soon") is None
+    one = parse_engine_time("2026-12-01T21:51:04.571584080Z")
     assert one is not None and one % 1 == pytest.approx(0.571584080)
 
 

@@ -171,3 +171,14 @@ def test_reaper_judges_only_owners_of_this_host_and_namespace() -> None:
     assert not labels.owner_gone(token.replace(labels._place(), "elsewhere:1"))  # cannot tell: keep
     assert labels.owner_gone(f"{labels._place()}/{os.getpid()}/0")  # a reused pid: not the owner
     assert not labels.owner_gone("garbage")
+
+
+def test_engine_times_are_read_to_the_nanosecond_and_zero_is_none() -> None:
+    from harness.units import parse_engine_time
+
+    base = parse_engine_time("2026-12-01T21:51:04Z")
+    assert base is not None
+    assert parse_engine_time("2026-12-01T21:51:04.571584080Z") == pytest.approx(base + 0.571584080)
+    assert parse_engine_time("2026-12-01T22:51:04.5+01:00") == pytest.approx(base + 0.5)  # Podman's offsets
+    assert parse_engine_time("0001-01-01T00:00:00Z") is None  # the engine's "never"
+    assert parse_engine_time("yesterday") is None and parse_engine_time(None) is None
