@@ -1,11 +1,15 @@
-"""``python -m harness contract [RULE]``: the contract the harness enforces, as it ships with it."""
+"""``python -m harness contract [RULE]``: the contract the harness enforces, as it ships with it;
+``python -m harness checks``: its checks, as README's table lists them."""
 
 from __future__ import annotations
 
 import sys
 from importlib import resources
 
-USAGE = "usage: python -m harness contract [RULE]   (RULE: an anchor such as envelope or run-200)"
+USAGE = (
+    "usage: python -m harness contract [RULE]   (RULE: an anchor such as envelope or run-200)\n"
+    "       python -m harness checks            (the checks, as a Markdown table)"
+)
 
 
 def contract_text(rule: str | None = None) -> str:
@@ -19,7 +23,21 @@ def contract_text(rule: str | None = None) -> str:
     return section.split('<a id="', 1)[0].strip() + "\n"
 
 
+def checks_table() -> str:
+    """README's table of the checks, derived from the registry."""
+    from .checks import describe_all
+
+    rows = [
+        f"| `{check_id}` | [{rule}](docs/contract.md#{rule}) | {summary} |"
+        for check_id, rule, summary in describe_all()
+    ]
+    return "\n".join(["| check id | rule | what it checks |", "|---|---|---|", *rows]) + "\n"
+
+
 def main(argv: list[str]) -> int:
+    if argv == ["checks"]:
+        sys.stdout.write(checks_table())
+        return 0
     if not argv or argv[0] != "contract" or len(argv) > 2:
         print(USAGE, file=sys.stderr)
         return 2

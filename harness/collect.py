@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 
 from . import checks
+from .battery import Check, Phase
 from .cases import Case
 from .errors import Nonconformance, SetupError
 from .run import ImageRun
 
 
-def battery_for(run: ImageRun) -> list[checks.Check]:
+def battery_for(run: ImageRun) -> list[Check]:
     """The checks of one image; the same list on the controller and on every xdist worker."""
     found: list[Case] | None = None
     if run.options.model_data is not None:
@@ -45,10 +46,11 @@ def keep_ids_as_given(config: pytest.Config, labels: list[str]) -> None:
 
 
 class CheckItem(pytest.Item):
-    def __init__(self, *, run: ImageRun, check: checks.Check, **kwargs: Any) -> None:
+    def __init__(self, *, run: ImageRun, check: Check, battery: list[Check], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.run = run
         self.check = check
+        self.battery = battery  # the image's whole battery: the jobs it plans are staged at once
         self.evidence: list[Any] = []
         self.details: dict[str, Any] = {}
 
@@ -60,12 +62,10 @@ class CheckItem(pytest.Item):
 
     def runtest(self) -> None:
         __tracebackhide__ = True
-        with self.run.checking(self.check.id) as record:
+        with self.run.checking(self.check, self.battery) as record:
             self.evidence = record.evidence
             self.details = record.details
-            if self.check.phase == checks.RUN and self.run.metadata is not None:
-                self.run.prestage(checks.planned_jobs(self.run))  # once, for the whole battery
-            self.check.func(self.run)
+            self.check(self.run.context)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, Nonconformance):
@@ -83,9 +83,10 @@ class ImageBattery(pytest.Collector):
         self.run = run
 
     def collect(self) -> list[CheckItem]:
+        battery = battery_for(self.run)
         return [
-            CheckItem.from_parent(self, name=check.id, run=self.run, check=check)
-            for check in battery_for(self.run)
+            CheckItem.from_parent(self, name=check.id, run=self.run, check=check, battery=battery)
+            for check in battery
         ]
 
 
@@ -110,6 +111,6 @@ class Collection:
             )
             config.hook.pytest_collectreport(report=report)
             for item in collected:
-                (tail if item.check.phase == checks.SHUTDOWN else head).append(item)
+                (tail if item.check.phase is Phase.SHUTDOWN else head).append(item)
         # The author's own tests use the running model too: they go before the shutdown checks.
         items[:] = head + items + tail

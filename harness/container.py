@@ -27,6 +27,7 @@ from docker.models.containers import Container
 from .engine import Engine, resolve
 from .errors import SetupError
 from .http import Exchange, ModelClient, Outcome
+from .runtime import Limits
 
 LOG_TAIL_LINES = 40
 LOG_TAIL_BYTES = 16 * 1024
@@ -36,8 +37,6 @@ POLL_START = 0.01  # seconds between /status polls, doubling up to POLL_CAP
 POLL_CAP = 0.05
 PORT_LOOK_EVERY = 1.0  # seconds between looks at what the container listens on, while refused
 PORT_SURE_AFTER = 2.0  # listening only elsewhere for this long: it will not change
-DEFAULT_MEMORY = 2**30  # without a model.yaml: 1 GiB, 1 CPU (docs/contract.md#resources)
-DEFAULT_CPUS = 1.0
 EXIT_WAIT = 600.0  # seconds of one wait request for the container's exit, asked again after
 PIDS_LIMIT = 1024  # always: a fork bomb stays inside the container
 _LOOPBACK6 = "00000000000000000000000001000000"  # ::1 as /proc/net/tcp6 spells it
@@ -48,20 +47,15 @@ def random_model_port() -> int:
     return random.randint(20000, 59999)
 
 
-@dataclass(frozen=True)
-class Limits:
-    memory_bytes: int = DEFAULT_MEMORY
-    cpu_count: float = DEFAULT_CPUS
-
-    def engine_options(self) -> dict[str, int]:
-        return {
-            # No swap beyond the declared memory, as on the platform.
-            "mem_limit": self.memory_bytes,
-            "memswap_limit": self.memory_bytes,
-            # The same as --cpus, in the form that can also be updated before the start.
-            "cpu_period": 100_000,
-            "cpu_quota": int(self.cpu_count * 100_000),
-        }
+def engine_options(limits: Limits) -> dict[str, int]:
+    return {
+        # No swap beyond the declared memory, as on the platform.
+        "mem_limit": limits.memory_bytes,
+        "memswap_limit": limits.memory_bytes,
+        # The same as --cpus, in the form that can also be updated before the start.
+        "cpu_period": 100_000,
+        "cpu_quota": int(limits.cpu_count * 100_000),
+    }
 
 
 @dataclass
@@ -135,7 +129,7 @@ class ModelContainer:
                     labels=self.labels,
                     privileged=False,
                     pids_limit=PIDS_LIMIT,
-                    **self.limits.engine_options(),
+                    **engine_options(self.limits),
                 )
             except docker.errors.APIError as exc:
                 raise SetupError(
@@ -148,7 +142,7 @@ class ModelContainer:
         self.limits = limits
         if self.container is not None and not self.started:
             try:
-                self.container.update(**limits.engine_options())
+                self.container.update(**engine_options(limits))
             except docker.errors.APIError as exc:
                 if exc.status_code in (404, 405, 501) and self._still_there():
                     # An engine without the update endpoint (Podman 4's Docker API): create it anew.
@@ -186,6 +180,17 @@ class ModelContainer:
             host_ip, host_port = str(bindings[0].get("HostIp") or "0.0.0.0"), int(bindings[0]["HostPort"])
             self.published_at = f"{host_ip}:{host_port}"
             self.http = ModelClient(self.engine.reach_host, host_port)
+
+    @property
+    def container_id(self) -> str | None:
+        return self.container.id if self.container is not None else None
+
+    @property
+    def engine_started_at(self) -> str | None:
+        """When the engine started the container, in its own clock (RFC 3339), as last read."""
+        if self.container is None:
+            return None
+        return (self.container.attrs.get("State") or {}).get("StartedAt")
 
     @property
     def reached_at(self) -> str | None:

@@ -28,7 +28,8 @@ import urllib3.exceptions
 from docker.models.containers import Container
 
 from .errors import SetupError
-from .registry import CountingReader, Progress, ProgressCallback
+from .registry import CountingReader, ProgressCallback
+from .runtime import PreparedImage, Progress
 
 MODEL_YAML = "model.yaml"
 MODEL_YAML_MAX = 2**20
@@ -339,21 +340,6 @@ def verify_tar(manifest: TarManifest, progress: ProgressCallback | None = None) 
                 f"{damaged} layer {number} of {len(diff_ids)} ({name}) does not match "
                 f"the image config's digest {str(expected)[:19]}"
             )
-
-
-@dataclass
-class PreparedImage:
-    ref: str  # what the user named: a tag or a TAR path
-    source: str  # "tag" or "tar"
-    image_id: str
-    tags: tuple[str, ...]
-    size: int
-    config: dict[str, Any]
-    digest: str | None = None
-
-    @property
-    def working_dir(self) -> str:
-        return str(self.config.get("WorkingDir") or "/")
 
 
 def _prepared(client: docker.DockerClient, ref: str, source: str, image_id: str) -> PreparedImage:

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from .container import ModelContainer
 from .errors import SetupError
 from .http import Exchange
+from .runtime import ModelProcess
 
 IN_MEMORY = 8 * 2**20  # a job's input archive up to this size is sent as one body, a larger one streamed
 READ_CHUNK = 2**20
@@ -112,12 +112,12 @@ class JobDirs:
     output_dir: str
 
 
-def stage(container: ModelContainer, inputs: Mapping[str, bytes | Path]) -> JobDirs:
+def stage(container: ModelProcess, inputs: Mapping[str, bytes | Path]) -> JobDirs:
     """Create the job's directories in the container, with its input files."""
     return stage_many(container, [inputs])[0]
 
 
-def stage_many(container: ModelContainer, jobs: Sequence[Mapping[str, bytes | Path]]) -> list[JobDirs]:
+def stage_many(container: ModelProcess, jobs: Sequence[Mapping[str, bytes | Path]]) -> list[JobDirs]:
     """Create several jobs' directories with one copy into the container (each copy costs
     the engine a mount of the container's file system, whatever its size)."""
     # Independent tokens: neither directory's path can be told from the other's.
@@ -187,7 +187,7 @@ def _file_chunks(path: Path, size: int) -> Iterator[bytes]:
 
 
 def collect(
-    container: ModelContainer, dirs: JobDirs, caps: Mapping[str, int], default_cap: int = OUTPUT_KEEP
+    container: ModelProcess, dirs: JobDirs, caps: Mapping[str, int], default_cap: int = OUTPUT_KEEP
 ) -> tuple[dict[str, OutputFile], list[str]]:
     """The declared outputs by name, and the names of the directory's other entries."""
     return read_outputs(container, dirs.output_dir, caps, default_cap), list_undeclared(
@@ -196,7 +196,7 @@ def collect(
 
 
 def read_outputs(
-    container: ModelContainer, output_dir: str, caps: Mapping[str, int], default_cap: int = OUTPUT_KEEP
+    container: ModelProcess, output_dir: str, caps: Mapping[str, int], default_cap: int = OUTPUT_KEEP
 ) -> dict[str, OutputFile]:
     """Each declared output, read from an archive of its own path: one engine call per output.
 
@@ -211,7 +211,7 @@ def read_outputs(
     }
 
 
-def read_output(container: ModelContainer, output_dir: str, name: str, cap: int) -> OutputFile:
+def read_output(container: ModelProcess, output_dir: str, name: str, cap: int) -> OutputFile:
     if "/" in name or name in ("", ".", ".."):
         raise ValueError(f"an output is a file name, not a path: {name!r}")
     # The engine archives the path itself without following it: a link or a FIFO is one
@@ -225,7 +225,7 @@ def read_output(container: ModelContainer, output_dir: str, name: str, cap: int)
         return _entry(archive, member, name, cap)
 
 
-def list_undeclared(container: ModelContainer, output_dir: str, declared: Iterable[str]) -> list[str]:
+def list_undeclared(container: ModelProcess, output_dir: str, declared: Iterable[str]) -> list[str]:
     """The names of the output directory's other entries, from their headers only.
 
     The archive of a directory carries each file's content after its header: the listing

@@ -15,6 +15,7 @@ import urllib3.exceptions
 
 from .errors import SetupError
 from .options import PASSWORD_ENV, Credentials
+from .runtime import Progress
 
 DOCKER_HUB = "docker.io"
 
@@ -86,25 +87,6 @@ def parse_reference(text: str) -> Reference:
     if host == DOCKER_HUB and len(parts) == 1:
         parts.insert(0, "library")
     return Reference(text, host, "/".join(parts[:-1]), parts[-1], tag, digest, explicit)
-
-
-@dataclass
-class Progress:
-    """Bytes moved so far, out of what is known of the total."""
-
-    done: int = 0
-    total: int = 0
-    finished: bool = False
-
-    @property
-    def percentage(self) -> float:
-        if self.finished:
-            return 100.0
-        return min(100.0 * self.done / self.total, 99.9) if self.total else 0.0
-
-    def line(self, what: str) -> str:
-        mib = 2**20
-        return f"{what}: {self.percentage:5.1f}% ({self.done / mib:.0f}/{self.total / mib:.0f} MiB)"
 
 
 ProgressCallback = Callable[[Progress], None]

@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .container import ModelContainer
 from .options import DEFAULT_MARGIN
+from .runtime import ModelProcess
 from .units import parse_engine_time
 
 SAMPLE_EVERY = 0.5  # seconds between two reads of the container's stats
@@ -137,7 +137,7 @@ class ResourceSampler:
     """Reads the container's stats every SAMPLE_EVERY seconds on a thread of its own."""
 
     def __init__(
-        self, container: ModelContainer, figures: ResourceFigures, every: float = SAMPLE_EVERY
+        self, container: ModelProcess, figures: ResourceFigures, every: float = SAMPLE_EVERY
     ) -> None:
         self._container = container
         self._every = every
@@ -166,8 +166,8 @@ class ResourceSampler:
 
     def sample(self, *, final: bool = False) -> int | None:
         """Read the stats once; the working set now, or None when they cannot be read."""
-        model = self._container.container
-        if model is None:
+        container_id = self._container.container_id
+        if container_id is None:
             return None
         stats = self._container.stats(STATS_DEADLINE)
         if stats is None:
@@ -175,8 +175,8 @@ class ResourceSampler:
         with self._lock:
             if self._stop.is_set() and not final:
                 return None  # the model is being stopped: its way out is not what it uses
-            started = (model.attrs.get("State") or {}).get("StartedAt")
-            return self.figures.count(stats, str(model.id), final=final, started=started)
+            started = self._container.engine_started_at
+            return self.figures.count(stats, container_id, final=final, started=started)
 
     def final(self) -> None:
         """Stop sampling, then one last read, synchronous and bounded: the high-water mark after

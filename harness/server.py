@@ -43,9 +43,9 @@ class ModelServer:
     @property
     def container_id(self) -> str:
         """The model's container in the engine the run uses (to inspect it, say)."""
-        engine_container = self._run.require_ready().container
-        assert engine_container is not None
-        return str(engine_container.id)
+        container_id = self._run.require_ready().container_id
+        assert container_id is not None
+        return container_id
 
     def request(
         self,

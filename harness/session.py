@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from . import checks, settings
+from . import settings
+from .battery import Phase
 from .bound import TimeBound
 from .collect import Collection, battery_for, keep_ids_as_given
 from .collector import ReportCollector
@@ -46,10 +47,10 @@ def activate(config: pytest.Config, resolved: settings.Settings) -> None:
     collector = ReportCollector(state.runs, resolved.report_dir, writes=not worker)
     terminal = TerminalOutput(config, state, collector)
     for run in state.runs.values():
-        run.progress = terminal.progress  # one way: the runs report, the terminal shows
+        run.prepared.progress = terminal.progress  # one way: the runs report, the terminal shows
     state.collector = collector
     run_checks = {
-        label: sum(1 for c in battery_for(run) if c.phase == checks.RUN) for label, run in state.runs.items()
+        label: sum(1 for c in battery_for(run) if c.phase is Phase.RUN) for label, run in state.runs.items()
     }
     state.bound = TimeBound(run_checks, state.stopped)
     keep_ids_as_given(config, list(state.runs))

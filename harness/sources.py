@@ -22,10 +22,9 @@ from .errors import SetupError
 from .labels import LABEL, LOADED_IMAGE_LABEL, OWNER_LABEL, owner_gone
 from .observe import Observation
 from .options import RunOptions
-from .registry import Progress
+from .runtime import PreparedImage, Progress, ProgressLine
 from .units import parse_engine_time
 
-ProgressLine = Callable[[str, Progress], None]  # what is moved ("loading x.tar"), how far
 LOAD_GRACE = 600.0  # s: how long an engine may go on loading the archive of a run killed meanwhile
 
 
@@ -37,7 +36,7 @@ class ImageSource(Protocol):
 
     def bring_in(
         self, client: docker.DockerClient, observed: Observation, progress: ProgressLine | None
-    ) -> images.PreparedImage: ...
+    ) -> PreparedImage: ...
 
     def cleanup(self, client: docker.DockerClient) -> None: ...
 
@@ -67,7 +66,7 @@ class ReferenceSource:
 
     def bring_in(
         self, client: docker.DockerClient, observed: Observation, progress: ProgressLine | None
-    ) -> images.PreparedImage:
+    ) -> PreparedImage:
         assert self.parsed is not None
         reference = self.parsed
         if reference.explicit_registry:
@@ -136,7 +135,7 @@ class TarSource:
 
     def bring_in(
         self, client: docker.DockerClient, observed: Observation, progress: ProgressLine | None
-    ) -> images.PreparedImage:
+    ) -> PreparedImage:
         assert self.manifest is not None
         manifest = self.manifest
         observed.upload_bytes = manifest.size

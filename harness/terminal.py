@@ -17,7 +17,7 @@ from .verdicts import CheckOutcome, Verdict
 
 if TYPE_CHECKING:
     from .collector import ReportCollector
-    from .registry import Progress
+    from .runtime import Progress
     from .session import HarnessSession
 
 

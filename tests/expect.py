@@ -48,6 +48,18 @@ RUN_JOBS = len(EXAMPLES) + len(VALIDATION_ERRORS) + 3  # the cases, wrong-type, 
 NOT_RUN = ("not-run",)  # a check that could not run says why; it never passes
 
 
+def death_is_seen(checks: list[dict[str, str]], exit_code: int) -> None:
+    """A model that died mid-battery: the check during which the exit was seen fails and says
+    so (a dying server may also have cut the answer of the check before it: which one sees
+    the exit depends on when it comes); every check after it did not run."""
+    failed = [i for i, c in enumerate(checks) if c["outcome"] == "failed"]
+    assert failed, checks
+    seen = checks[failed[-1]]  # shutdown.exit-code if it died then
+    assert re.search(rf"exit(ed with)? code {exit_code}", seen["message"]), seen
+    later = checks[failed[-1] + 1 :]
+    assert all(c["outcome"] in NOT_RUN and c["message"].startswith("not run:") for c in later), later
+
+
 def no_traceback(result: Result) -> None:
     # At the start of a line: the harness's own. A model's, in its log tail, is indented.
     assert not re.search(r"^Traceback \(most recent call last\)", result.output, re.M), result

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import cases, checks, compare, metadata, rehearsal, units
+from harness import cases, checks, compare, envelope, metadata, rehearsal, units
 from harness.errors import Nonconformance, SetupError
 from harness.http import ModelClient, Outcome
 
@@ -176,15 +176,16 @@ def test_json_nested_too_deep_is_not_json(server) -> None:  # type: ignore[no-un
 
 
 class EnvelopeRun:
-    """What the envelope assertions use of an ImageRun: findings, and no check under way."""
-
-    current = None
-
-    def __init__(self) -> None:
-        self.root_causes: dict[str, str] = {}
+    """What the envelope assertions use of a check's context: findings, and a model that answered."""
 
     def finding(self, route: str, expected: str, actual: str, rule: str) -> Nonconformance:
         return Nonconformance(route, expected, actual, rule)
+
+    def same_root(self, reason: str) -> str:
+        return reason
+
+    def unanswered(self, exchange: object) -> tuple[str, None]:
+        return "", None
 
 
 def answer(status: int, body: object, *content_types: str) -> bytes:
@@ -198,7 +199,7 @@ def envelope_of(server, status: int, body: object, *content_types: str) -> dict[
     reply = answer(status, body, *content_types)
     exchange = server(lambda conn: conn.sendall(reply)).request("GET", "/status", timeout=2)
     assert exchange.answered, exchange.summary()
-    return checks.require_json_envelope(EnvelopeRun(), exchange)  # type: ignore[arg-type]
+    return envelope.require_json_envelope(EnvelopeRun(), exchange)  # type: ignore[arg-type]
 
 
 def test_every_header_field_is_kept(server) -> None:  # type: ignore[no-untyped-def]
@@ -221,7 +222,7 @@ def test_status_code_must_be_a_json_integer(server) -> None:  # type: ignore[no-
     head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(reply)}\r\n\r\n"
     exchange = server(lambda conn: conn.sendall(head.encode() + reply)).request("GET", "/", timeout=2)
     with pytest.raises(Nonconformance) as caught:
-        checks.require_json_envelope(EnvelopeRun(), exchange)  # type: ignore[arg-type]
+        envelope.require_json_envelope(EnvelopeRun(), exchange)  # type: ignore[arg-type]
     assert (caught.value.rule, caught.value.actual) == (
         "envelope",
         "statusCode 200.0, a number with a fraction or exponent",

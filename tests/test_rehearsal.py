@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from harness import report
+from harness.lifetime import explaining_line
 from harness.rehearsal import Rehearsal, ResourceFigures, Timing
-from harness.run import explaining_line
 from harness.units import parse_engine_time
 from tests import runs
 from tests.harness_runs import HarnessRuns

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests import runs
-from tests.expect import ALL_CHECKS, CHECKS_MINI, NOT_RUN, failure_block, no_traceback
+from tests.expect import ALL_CHECKS, CHECKS_MINI, NOT_RUN, death_is_seen, failure_block, no_traceback
 from tests.harness_api import BODY_CUT, EXIT_INTERRUPTED, EXIT_NOT_EVALUATED
 from tests.harness_runs import HarnessRuns, Result
 
@@ -178,15 +178,7 @@ def test_crash_during_run_fails_the_check_it_happened_in(harness: HarnessRuns) -
 def assert_death_is_a_failure(result: Result) -> None:
     assert result.returncode == 1, result
     assert result.json["verdict"] == "nonconformant"
-    checks = result.json["checks"]
-    failed = [i for i, c in enumerate(checks) if c["outcome"] == "failed"]
-    assert failed, checks
-    # The check during which the exit was seen fails and says so (a dying server may also
-    # have cut the answer of the check before it); every check after it did not run.
-    seen = checks[failed[-1]]
-    assert re.search(r"exit(ed with)? code 3", seen["message"]), seen  # shutdown.exit-code if it died then
-    later = checks[failed[-1] + 1 :]
-    assert all(c["outcome"] in NOT_RUN and c["message"].startswith("not run:") for c in later), later
+    death_is_seen(result.json["checks"], exit_code=3)
     assert result.with_outcome("error") == set()
 
 

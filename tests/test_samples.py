@@ -16,7 +16,7 @@ import pytest
 import requests
 import yaml
 
-from harness import checks
+from harness.envelope import reason_phrases
 from sample_models import build
 from tests.containers import Running, host_port, started
 
@@ -37,7 +37,7 @@ def envelope(response: requests.Response) -> dict[str, object]:
     assert set(body) == {"statusCode", "status", "message"}
     assert body["statusCode"] == response.status_code and type(body["statusCode"]) is int
     assert isinstance(body["status"], str) and isinstance(body["message"], str)
-    assert body["status"] in checks.reason_phrases(response.status_code)
+    assert body["status"] in reason_phrases(response.status_code)
     return body  # type: ignore[no-any-return]
 
 

@@ -135,11 +135,31 @@ def test_battery_ids_are_unique_and_shutdown_comes_last(tmp_path: Path) -> None:
     assert "run.validation-error" in ids  # no such cases: one item that skips with the reason
 
 
-def test_readme_lists_every_check() -> None:
+def test_readme_lists_every_check_as_the_registry_declares_it() -> None:
+    from harness.__main__ import checks_table
+
     readme = (build.ROOT / "README.md").read_text()
-    for check_id, spec, _summary in checks.describe_all():
-        assert f"`{check_id}`" in readme or f"`{check_id}[<case>]`" in readme, check_id
-        assert spec in readme
+    table = checks_table()
+    assert table in readme, "README's check table: paste `python -m harness checks` in it"
+    for check_id, rule, summary in checks.describe_all():
+        assert f"| `{check_id}` | [{rule}](docs/contract.md#{rule}) | {summary} |" in table
+
+
+def test_a_check_is_declared_once_with_its_docstring_as_summary() -> None:
+    from harness.battery import Phase, Registry
+
+    registry = Registry("test")
+
+    @registry.check("x.one", rule="r", phase=Phase.RUN, jobs=lambda ctx: [{}])
+    def one(ctx: object) -> None:
+        """does one thing,
+        on two lines
+
+        Not this paragraph."""
+
+    assert one.summary == "does one thing, on two lines"
+    with pytest.raises(ValueError, match="x.one is declared twice"):
+        registry.check("x.one", rule="r", phase=Phase.RUN)(lambda ctx: None)
 
 
 def test_log_tail_keeps_the_end_of_a_framed_stream() -> None:
