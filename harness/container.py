@@ -15,7 +15,6 @@ import tarfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import IO, Any
 
 import docker
@@ -24,19 +23,18 @@ import requests
 import urllib3.exceptions
 from docker.models.containers import Container
 
+from . import readiness
 from .engine import Engine, resolve
 from .errors import SetupError
-from .http import Exchange, ModelClient, Outcome
+from .http import ModelClient
+from .readiness import Readiness
 from .runtime import Limits
+from .transport import Transport
 
 LOG_TAIL_LINES = 40
 LOG_TAIL_BYTES = 16 * 1024
 LOG_READ_LIMIT = 8 * 2**20  # the most of a log tail read before giving up on its end
 STATS_MAX_BYTES = 256 * 1024  # one stats answer is a few KiB
-POLL_START = 0.01  # seconds between /status polls, doubling up to POLL_CAP
-POLL_CAP = 0.05
-PORT_LOOK_EVERY = 1.0  # seconds between looks at what the container listens on, while refused
-PORT_SURE_AFTER = 2.0  # listening only elsewhere for this long: it will not change
 EXIT_WAIT = 600.0  # seconds of one wait request for the container's exit, asked again after
 PIDS_LIMIT = 1024  # always: a fork bomb stays inside the container
 _LOOPBACK6 = "00000000000000000000000001000000"  # ::1 as /proc/net/tcp6 spells it
@@ -56,19 +54,6 @@ def engine_options(limits: Limits) -> dict[str, int]:
         "cpu_period": 100_000,
         "cpu_quota": int(limits.cpu_count * 100_000),
     }
-
-
-@dataclass
-class Readiness:
-    ready: bool = False
-    polls: int = 0
-    seconds: float = 0.0  # from the container's start to the verdict
-    first_accept_seconds: float | None = None  # first connection the server took (answered or dropped)
-    first_answer_seconds: float | None = None  # first HTTP status line
-    last: Exchange | None = None
-    exit_code: int | None = None  # set when the container exited while loading
-    oom_killed: bool = False
-    other_ports: tuple[int, ...] = ()  # set when the server listens elsewhere than PSC_MODEL_PORT
 
 
 class ModelContainer:
@@ -193,6 +178,11 @@ class ModelContainer:
         return (self.container.attrs.get("State") or {}).get("StartedAt")
 
     @property
+    def transport(self) -> Transport | None:
+        """How the model is spoken to: the HTTP client of its published port, once started."""
+        return self.http
+
+    @property
     def reached_at(self) -> str | None:
         return self.http.address if self.http is not None else None
 
@@ -204,66 +194,13 @@ class ModelContainer:
             raise SetupError(f"the container {self.name} was removed while the harness used it") from None
         return dict(self.container.attrs.get("State") or {})
 
+    def oom_killed(self) -> bool:
+        """Whether the engine's state says the container was killed for exceeding its memory."""
+        return bool(self.state().get("OOMKilled"))
+
     def wait_ready(self, timeout: float) -> Readiness:
-        """Poll GET /status until 200, the timeout, or the container's exit, whichever is first."""
-        assert self.started_at is not None
-        deadline = self.started_at + timeout
-        seen = Readiness()
-        interval = POLL_START
-        elsewhere_since: float | None = None
-        unreachable_since: float | None = None  # the port not reached while the model listens on it
-        next_look = time.monotonic() + PORT_LOOK_EVERY
-        while True:
-            now = time.monotonic()
-            if self.http is not None and now < deadline:
-                # The first /status may block while the model loads: the read may take the rest.
-                seen.last = self.http.request("GET", "/status", timeout=max(deadline - now, 0.05))
-                seen.polls += 1
-                since_start = time.monotonic() - self.started_at
-                if seen.first_accept_seconds is None and not _not_connected(seen.last):
-                    seen.first_accept_seconds = since_start
-                if seen.first_answer_seconds is None and seen.last.status is not None:
-                    seen.first_answer_seconds = since_start
-                if seen.last.status == 200 and seen.last.answered:  # the whole answer, in time
-                    seen.ready = True
-                    break
-            code = self.exit_code()
-            if code is not None:
-                seen.exit_code = code
-                seen.oom_killed = bool(self.state().get("OOMKilled"))
-                break
-            if time.monotonic() >= deadline:
-                break
-            refused = seen.last is None or seen.last.outcome is Outcome.REFUSED or seen.last.status is None
-            not_reached = seen.first_accept_seconds is None and _not_connected(seen.last)
-            if not not_reached:
-                unreachable_since = None
-            elif seen.last is not None and seen.last.outcome is not Outcome.REFUSED:
-                # Timed out or unroutable: the network's doing (a port nothing listens on is refused).
-                unreachable_since = unreachable_since or time.monotonic()
-            if refused and time.monotonic() >= next_look:
-                next_look = time.monotonic() + PORT_LOOK_EVERY
-                listening = self._listening()
-                ports = set(listening)
-                if ports and self.model_port not in ports:
-                    elsewhere_since = elsewhere_since or time.monotonic()
-                    if time.monotonic() - elsewhere_since >= PORT_SURE_AFTER:
-                        seen.other_ports = tuple(sorted(ports))
-                        break
-                else:
-                    elsewhere_since = None
-                if not_reached and listening.get(self.model_port):
-                    # The model listens beyond its loopback, yet its published port refuses: not reached.
-                    unreachable_since = unreachable_since or time.monotonic()
-            if unreachable_since is not None and time.monotonic() - unreachable_since >= PORT_SURE_AFTER:
-                assert seen.last is not None and self.http is not None
-                raise self.engine.unreachable_port(
-                    self.http.address, seen.last.detail, self.published_at or "?"
-                )
-            time.sleep(min(interval, max(deadline - time.monotonic(), 0)))
-            interval = min(interval * 2, POLL_CAP)
-        seen.seconds = time.monotonic() - self.started_at
-        return seen
+        """Poll GET /status until 200, the timeout, or the container's exit (harness/readiness.py)."""
+        return readiness.wait_ready(self, timeout)
 
     def listening_ports(self, *, beyond_loopback: bool = False) -> set[int]:
         """The TCP ports something in the container listens on (empty when it cannot tell).
@@ -271,9 +208,9 @@ class ModelContainer:
         ``beyond_loopback``: only those listened on at an address other than the container's
         loopback, the only ones the engine's published port can lead to.
         """
-        return {port for port, outside in self._listening().items() if outside or not beyond_loopback}
+        return {port for port, outside in self.listening().items() if outside or not beyond_loopback}
 
-    def _listening(self) -> dict[int, bool]:
+    def listening(self) -> dict[int, bool]:
         """Each listening TCP port, and whether it listens beyond the container's loopback."""
         assert self.container is not None
         try:
@@ -444,11 +381,6 @@ class ModelContainer:
 def _loopback(address: str) -> bool:
     """127.0.0.0/8 (little-endian hex, its first byte last) or ::1, as /proc/net/tcp spells them."""
     return (len(address) == 8 and address.endswith("7F")) or address == _LOOPBACK6
-
-
-def _not_connected(exchange: Exchange | None) -> bool:
-    """The connection itself failed (refused, timed out, unroutable): the server was not reached."""
-    return exchange is not None and not exchange.connected
 
 
 class _LogFrames:

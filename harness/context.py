@@ -14,7 +14,6 @@ from typing import Any
 from . import jobs
 from .budget import Budget
 from .cases import Case
-from .container import Readiness
 from .declared import Declared
 from .errors import Nonconformance
 from .http import Exchange
@@ -23,6 +22,7 @@ from .metadata import ModelMetadata
 from .observe import Observation
 from .options import RunOptions
 from .prepare import Preparation
+from .readiness import Readiness
 from .traffic import Traffic
 
 

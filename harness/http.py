@@ -17,9 +17,12 @@ import json
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from .transport import Transport
 
 BODY_CAP = 1024 * 1024  # bytes of a response body kept; reading stops there
 READ_SIZE = 64 * 1024
@@ -130,7 +133,7 @@ class _Socket:
 
 
 class ModelClient:
-    """Requests to one model server."""
+    """Requests to one model server over HTTP: the harness's ``Transport`` (harness/transport.py)."""
 
     def __init__(self, host: str, port: int, body_cap: int = BODY_CAP) -> None:
         self.host = host
@@ -243,3 +246,9 @@ class ModelClient:
         return self.request(
             "POST", path, body=body, headers={"Content-Type": "application/json"}, timeout=timeout
         )
+
+
+if TYPE_CHECKING:
+
+    def _is_a_transport(client: ModelClient) -> Transport:
+        return client  # mypy checks here that ModelClient keeps to the Protocol

@@ -10,8 +10,6 @@ import time
 from dataclasses import dataclass
 
 from .budget import Budget
-from .container import ModelContainer, Readiness
-from .runtime import ModelProcess
 from .errors import NotRun, SetupError
 from .http import Exchange
 from .labels import labels
@@ -19,7 +17,9 @@ from .lifetime import Lifetime
 from .observe import Observation, Step, timed
 from .platform import CHECK_STEP, FAILED, FINAL_STEP, LOAD_STEP, READY
 from .prepare import Preparation
+from .readiness import Readiness, wait_ready
 from .rehearsal import Rehearsal, ResourceSampler, Timing
+from .runtime import ModelProcess
 
 
 @dataclass
@@ -112,8 +112,7 @@ class ModelLife:
             timeout = self.budget.status_timeout
             with timed(self.observed.load_steps, *CHECK_STEP) as details:
                 try:
-                    assert isinstance(container, ModelContainer)
-                    readiness = container.wait_ready(timeout)
+                    readiness = wait_ready(container, timeout)
                 except SetupError as exc:  # its port cannot be reached: the image is not evaluated
                     self.prepared.setup_error = exc
                     raise
@@ -185,7 +184,7 @@ class ModelLife:
     def shut_down(self) -> ShutdownResult:
         if self.shutdown is None:
             container = self.require_ready()
-            assert container.http is not None
+            assert container.transport is not None
             if self.sampler is not None:
                 # The figures of the running model, not of its way out; the high-water mark
                 # read now holds a /run too short for any sample.
@@ -193,7 +192,7 @@ class ModelLife:
             # One deadline covers the answer and the exit.
             timeout = self.budget.shutdown_timeout
             began = time.monotonic()
-            exchange = container.http.request("POST", "/shutdown", timeout=timeout)
+            exchange = container.transport.request("POST", "/shutdown", timeout=timeout)
             left = timeout - (time.monotonic() - began)
             code = container.wait_exit(max(left, 0.1))
             if code is None:

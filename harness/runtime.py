@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
 
-from .http import ModelClient
 from .observe import Observation
+from .readiness import Watched
 
 
 @dataclass
@@ -72,13 +72,11 @@ class PreparedImage:
         return bool(self.config.get("Cmd") or self.config.get("Entrypoint"))
 
 
-class ModelProcess(Protocol):
-    """One model, created with its limits, then started once, watched and removed."""
+class ModelProcess(Watched, Protocol):
+    """One model, created with its limits, then started once, watched and removed (what the
+    readiness wait reads of it is ``Watched``: its transport, port, exit)."""
 
-    model_port: int  # the port the model is told to serve on
     limits: Limits
-    published_at: str | None  # where the runtime published the port, host:port
-    http: ModelClient | None  # the model's port, once started and published
 
     @property
     def container_id(self) -> str | None: ...  # the runtime's own id of it, once created

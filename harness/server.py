@@ -11,9 +11,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .http import Exchange, ModelClient
+from .http import Exchange
 from .jobs import JobResult
 from .metadata import ModelMetadata
+from .transport import Transport
 
 if TYPE_CHECKING:
     from .run import ImageRun
@@ -66,7 +67,7 @@ class ModelServer:
         """POST /run on these input files (name -> content or file): the exchange and the outputs."""
         return self._run.run_job(inputs, name="author", payload=payload)
 
-    def _client(self) -> ModelClient:
-        client = self._run.require_ready().http
-        assert client is not None
-        return client
+    def _client(self) -> Transport:
+        transport = self._run.require_ready().transport
+        assert transport is not None
+        return transport

@@ -46,10 +46,10 @@ class Traffic:
             staged = self._staged.get(_inputs_key(inputs)) if self._staged_in is container else None
             dirs = staged.pop() if staged else jobs.stage(container, inputs)
         job = {"type": "file", "input": dirs.input_dir, "output": dirs.output_dir, **(payload or {})}
-        assert container.http is not None
+        assert container.transport is not None
         self.life.busy()
         with timed(steps, *next(number)) as details:
-            exchange = container.http.post_json("/run", job, timeout=self.budget.run_timeout)
+            exchange = container.transport.post_json("/run", job, timeout=self.budget.run_timeout)
             self.life.lifetime.cite(exchange)
             rehearsal = self.life.rehearsal
             if exchange.answered and rehearsal is not None:
@@ -102,9 +102,9 @@ class Traffic:
         """One exchange with the ready model (default timeout: the run timeout), cited as the
         evidence of the check under way."""
         container = self.life.require_ready()
-        assert container.http is not None
+        assert container.transport is not None
         self.life.busy()
-        exchange = container.http.request(
+        exchange = container.transport.request(
             method, path, body=body, headers=headers, timeout=timeout or self.budget.run_timeout
         )
         self.life.lifetime.cite(exchange)

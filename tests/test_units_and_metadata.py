@@ -158,7 +158,7 @@ def test_a_check_is_declared_once_with_its_docstring_as_summary() -> None:
         Not this paragraph."""
 
     assert one.summary == "does one thing, on two lines"
-    with pytest.raises(ValueError, match="x.one is declared twice"):
+    with pytest.raises(ValueError, match=r"x\.one is declared twice"):
         registry.check("x.one", rule="r", phase=Phase.RUN)(lambda ctx: None)
 
 
