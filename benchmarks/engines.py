@@ -36,8 +36,9 @@ import docker
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import engine, jobs  # noqa: E402
-from harness.container import ModelContainer  # noqa: E402
+from harness import jobs  # noqa: E402
+from harness.dockerengine import engine  # noqa: E402
+from harness.dockerengine.container import ModelContainer  # noqa: E402
 from harness.labels import labels  # noqa: E402
 from sample_models import build  # noqa: E402
 

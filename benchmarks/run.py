@@ -31,7 +31,7 @@ import docker.errors
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.images import read_tar_manifest  # noqa: E402
+from harness.dockerengine.images import read_tar_manifest  # noqa: E402
 from sample_models import build  # noqa: E402
 
 DATA = build.HERE / "langid" / "data"
@@ -164,7 +164,7 @@ LOADER = """
 import resource, sys, time
 from pathlib import Path
 import docker
-from harness import images
+from harness.dockerengine import images
 client = docker.from_env(version="auto")
 manifest = images.read_tar_manifest(Path(sys.argv[1]))
 began = time.perf_counter()

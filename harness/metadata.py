@@ -16,6 +16,7 @@ from .errors import SetupError
 from .units import parse_duration, parse_size
 
 MIN_MEMORY = 6 * 2**20  # the least memory limit Docker accepts
+MODEL_YAML_MAX = 2**20  # bytes of a model.yaml file, given or in the image
 MAX_NODES = 10_000  # YAML nodes, aliases counted each time they are used: a billion laughs stays small
 MESSAGE_CHARS = 200
 

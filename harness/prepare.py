@@ -12,16 +12,15 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from . import images
 from .budget import Budget
 from .declared import Declared
-from .dockerruntime import DockerRuntime
+from .dockerengine import DockerRuntime, ImageSource
 from .errors import NotRun, SetupError
+from .metadata import MODEL_YAML_MAX
 from .observe import Observation, timed
 from .options import RunOptions
 from .platform import UPLOAD_STEP
 from .runtime import ModelProcess, PreparedImage, ProgressLine, Runtime
-from .sources import ImageSource
 
 
 class Preparation:
@@ -151,7 +150,7 @@ def read_metadata_text(path: Path) -> str:
         found = path.stat()
         if not stat.S_ISREG(found.st_mode):  # a FIFO would block the run before any check
             raise SetupError(f"model.yaml {path} is not a regular file")
-        if found.st_size > images.MODEL_YAML_MAX:
+        if found.st_size > MODEL_YAML_MAX:
             raise SetupError(f"model.yaml {path} is larger than 1 MiB")
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:

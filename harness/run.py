@@ -24,6 +24,7 @@ from .battery import Check, Phase, planned_jobs
 from .budget import Budget
 from .context import CheckContext
 from .declared import Declared
+from .dockerengine import ImageSource
 from .http import Exchange
 from .lifecycle import ModelLife
 from .lifetime import CheckRecord
@@ -32,7 +33,6 @@ from .observe import Observation
 from .options import RunOptions
 from .prepare import Preparation
 from .runtime import ModelProcess, ProgressLine
-from .sources import ImageSource
 from .traffic import Traffic
 
 

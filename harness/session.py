@@ -26,11 +26,11 @@ from .bound import TimeBound
 from .collect import Collection, battery_for, keep_ids_as_given
 from .collector import ReportCollector
 from .compare import Comparator, OutputVerdict
+from .dockerengine import ImageSource, ReferenceSource, TarSource
 from .htmlreport import HTML_NAME, HtmlHooks
 from .options import EXIT_NOT_EVALUATED
 from .outcomes import NotRunReporting, OutcomeTranslator
 from .run import ImageRun
-from .sources import ImageSource, ReferenceSource, TarSource
 from .terminal import NotRunListing, TerminalOutput
 from .verdicts import Verdict
 

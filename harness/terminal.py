@@ -61,9 +61,9 @@ class TerminalOutput:
 
     def pytest_report_header(self) -> list[str]:
         named = ", ".join(f"{run.source.reference} ({run.source.source})" for run in self.state.runs.values())
-        from .engine import resolve  # where the engine is: its port is published there
+        from .dockerengine import describe  # where the engine is: its port is published there
 
-        return [f"model images: {named}", resolve(self.state.settings.options.engine_host).describe()]
+        return [f"model images: {named}", describe(self.state.settings.options.engine_host)]
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:

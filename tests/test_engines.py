@@ -32,7 +32,7 @@ import docker
 import docker.errors
 import pytest
 
-from harness import engine
+from harness.dockerengine import engine
 from harness.labels import LABEL, LOADED_IMAGE_LABEL, OWNER_LABEL
 from harness.options import EXIT_NOT_EVALUATED
 from sample_models import build
@@ -607,7 +607,7 @@ def test_a_large_input_is_streamed_to_the_second_engine_intact(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from harness import jobs
-    from harness.container import ModelContainer
+    from harness.dockerengine.container import ModelContainer
     from harness.labels import labels
 
     source = tmp_path / "input.bin"

@@ -14,7 +14,7 @@ from typing import Any, cast
 import pytest
 
 from harness import jobs
-from harness.container import ModelContainer
+from harness.dockerengine.container import ModelContainer
 from tests import runs
 from tests.expect import CHECKS_MINI
 from tests.harness_runs import HarnessRuns

@@ -22,11 +22,11 @@ from typing import Any
 import docker.errors
 import pytest
 
-from harness import images
+from harness.dockerengine import images
+from harness.dockerengine.sources import TarSource, reap_loaded
 from harness.errors import SetupError
 from harness.observe import Observation
 from harness.options import RunOptions
-from harness.sources import TarSource, reap_loaded
 from tests import runs
 from tests.harness_api import EXIT_NOT_EVALUATED, LABEL, LOADED_IMAGE_LABEL, OWNER_LABEL, owner_token
 from tests.harness_runs import HarnessRuns, Result

@@ -23,13 +23,13 @@ import requests
 import urllib3.exceptions
 from docker.models.containers import Container
 
-from . import readiness
+from .. import readiness
+from ..errors import SetupError
+from ..http import ModelClient
+from ..readiness import Readiness
+from ..runtime import Limits
+from ..transport import Transport
 from .engine import Engine, resolve
-from .errors import SetupError
-from .http import ModelClient
-from .readiness import Readiness
-from .runtime import Limits
-from .transport import Transport
 
 LOG_TAIL_LINES = 40
 LOG_TAIL_BYTES = 16 * 1024

@@ -11,7 +11,7 @@ import contextlib
 import docker
 import docker.errors
 
-from .labels import OWNER_LABEL, owner_gone
+from ..labels import OWNER_LABEL, owner_gone
 from .sources import reap_loaded
 
 

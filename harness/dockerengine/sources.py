@@ -17,13 +17,13 @@ import docker
 import docker.errors
 from docker.models.volumes import Volume
 
+from ..errors import SetupError
+from ..labels import LABEL, LOADED_IMAGE_LABEL, OWNER_LABEL, owner_gone
+from ..observe import Observation
+from ..options import RunOptions
+from ..runtime import PreparedImage, Progress, ProgressLine
+from ..units import parse_engine_time
 from . import images, registry
-from .errors import SetupError
-from .labels import LABEL, LOADED_IMAGE_LABEL, OWNER_LABEL, owner_gone
-from .observe import Observation
-from .options import RunOptions
-from .runtime import PreparedImage, Progress, ProgressLine
-from .units import parse_engine_time
 
 LOAD_GRACE = 600.0  # s: how long an engine may go on loading the archive of a run killed meanwhile
 
@@ -170,7 +170,7 @@ class TarSource:
 
 
 def _mark(client: docker.DockerClient, image_id: str, session_id: str) -> str:
-    from .labels import labels
+    from ..labels import labels
 
     name = f"psc-harness-load-{session_id}-{image_id.removeprefix('sha256:')[:12]}"
     client.volumes.create(name=name, labels={**labels(session_id), LOADED_IMAGE_LABEL: image_id})

@@ -27,12 +27,12 @@ import requests
 import urllib3.exceptions
 from docker.models.containers import Container
 
-from .errors import SetupError
+from ..errors import SetupError
+from ..metadata import MODEL_YAML_MAX
+from ..runtime import PreparedImage, Progress
 from .registry import CountingReader, ProgressCallback
-from .runtime import PreparedImage, Progress
 
 MODEL_YAML = "model.yaml"
-MODEL_YAML_MAX = 2**20
 FALLBACK_APP_DIR = "/opt/app"
 
 

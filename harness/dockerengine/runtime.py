@@ -12,11 +12,11 @@ from collections.abc import Callable
 import docker
 import docker.errors
 
+from ..errors import SetupError
+from ..observe import Observation
+from ..runtime import Limits, ModelProcess, PreparedImage, ProgressLine
 from . import engine, images, reaper
 from .container import ModelContainer
-from .errors import SetupError
-from .observe import Observation
-from .runtime import Limits, ModelProcess, PreparedImage, ProgressLine
 from .sources import ImageSource
 
 

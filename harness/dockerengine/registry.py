@@ -13,9 +13,9 @@ import docker.errors
 import requests
 import urllib3.exceptions
 
-from .errors import SetupError
-from .options import PASSWORD_ENV, Credentials
-from .runtime import Progress
+from ..errors import SetupError
+from ..options import PASSWORD_ENV, Credentials
+from ..runtime import Progress
 
 DOCKER_HUB = "docker.io"
 

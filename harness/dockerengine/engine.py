@@ -33,8 +33,8 @@ import docker.errors
 import docker.tls
 import docker.utils
 
-from .errors import SetupError
-from .http import host_port as _hostport
+from ..errors import SetupError
+from ..http import host_port as _hostport
 from .images import reason
 
 LOOPBACK = "127.0.0.1"
