@@ -89,7 +89,7 @@ class Lifetime:
             self.died_during = self.unanswered_in
             raise NotRun(f"the model exited with code {code} during {self.died_during}, which failed")
         self.died_during = self.current_id or "a check"
-        oom = bool(container.state().get("OOMKilled"))
+        oom = container.oom_killed()
         raise self.finding(
             "the model process",
             "to keep running and serving until POST /shutdown",
@@ -107,7 +107,7 @@ class Lifetime:
         code = container.wait_exit(EXIT_SHOWS_WITHIN)
         if code is not None:
             self.died_during = self.current_id or "a check"
-            cause = self.exit_cause(bool(container.state().get("OOMKilled")))
+            cause = self.exit_cause(container.oom_killed())
             return f"; the container exited with code {code}{cause}", None
         self.unanswered_in = self.current_id
         if container.oom_since(self.current.began if self.current else 0.0):

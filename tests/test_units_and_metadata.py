@@ -202,3 +202,26 @@ def test_engine_times_are_read_to_the_nanosecond_and_zero_is_none() -> None:
     assert parse_engine_time("2026-12-01T22:51:04.5+01:00") == pytest.approx(base + 0.5)  # Podman's offsets
     assert parse_engine_time("0001-01-01T00:00:00Z") is None  # the engine's "never"
     assert parse_engine_time("yesterday") is None and parse_engine_time(None) is None
+
+
+def test_an_unreachable_engine_is_explained_by_the_os_error_at_its_root() -> None:
+    import requests
+    import urllib3.exceptions
+
+    from harness.dockerengine.images import reason
+
+    def wrapped(root: OSError) -> Exception:
+        # As the docker SDK raises it: its exception from requests' from urllib3's, the OSError an argument.
+        cause = requests.exceptions.ConnectionError(
+            urllib3.exceptions.ProtocolError("Connection aborted.", root)
+        )
+        try:
+            raise Exception("Error while fetching server API version: (...)") from cause
+        except Exception as exc:
+            return exc
+
+    assert reason(wrapped(PermissionError(13, "x"))).startswith("permission denied on the Docker socket")
+    assert reason(wrapped(FileNotFoundError(2, "x"))).startswith("no engine answers")
+    assert reason(wrapped(ConnectionRefusedError(111, "x"))).startswith("no engine answers")
+    # The words alone decide nothing: a message that merely mentions them is quoted as it is.
+    assert reason(Exception("Permission denied by the registry")) == "Permission denied by the registry"

@@ -46,12 +46,30 @@ def connect(timeout: float = 30.0) -> docker.DockerClient:
 
 
 def reason(exc: BaseException) -> str:
-    text = str(exc)
-    if "Permission denied" in text:
+    """Why the engine could not be reached, for a person: by the OS error at the root of the
+    SDK's wrapped exceptions, not by their text."""
+    root = _os_error(exc)
+    if isinstance(root, PermissionError):
         return "permission denied on the Docker socket (is this user in the docker group?)"
-    if "No such file" in text or "Connection refused" in text or "ConnectionRefused" in text:
+    if isinstance(root, (FileNotFoundError, ConnectionRefusedError)):
         return "no engine answers (is the Docker daemon running? is DOCKER_HOST right?)"
+    text = str(exc)
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _os_error(exc: BaseException, depth: int = 0) -> OSError | None:
+    """The OS error an exception was caused by: the docker SDK wraps requests' wrapping of
+    urllib3's, which keeps the OSError among its arguments."""
+    if isinstance(exc, OSError) and type(exc).__module__ == "builtins":
+        return exc
+    if depth > 8:
+        return None
+    linked = [exc.__cause__, exc.__context__, *(a for a in exc.args if isinstance(a, BaseException))]
+    # urllib3's NewConnectionError keeps its OSError as the cause only.
+    for found in (_os_error(e, depth + 1) for e in linked if e is not None):
+        if found is not None:
+            return found
+    return None
 
 
 ARCHIVE_MEMBERS_MAX = 10_000  # `docker save` writes a few per layer, and an image has at most ~128
