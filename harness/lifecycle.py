@@ -87,12 +87,13 @@ class ModelLife:
             )
             details.update(publishedAt=container.published_at, reachedAt=container.reached_at)
         if self.rehearsal is None:
+            budget = self.budget
             self.rehearsal = Rehearsal(
                 limits.memory_bytes,
                 limits.cpu_count,
-                self.budget.gpu_count,
-                Timing(self.budget.status_timeout),
-                Timing(self.budget.run_timeout),
+                budget.gpu_count,
+                Timing(budget.status_timeout),
+                Timing(budget.run_timeout),
                 margin=self.margin,
             )
             self.observed.rehearsal = self.rehearsal
@@ -116,13 +117,7 @@ class ModelLife:
                 except SetupError as exc:  # its port cannot be reached: the image is not evaluated
                     self.prepared.setup_error = exc
                     raise
-                details.update(
-                    polls=readiness.polls,
-                    statusTimeoutSeconds=timeout,
-                    firstAcceptSeconds=_rounded(readiness.first_accept_seconds),
-                    firstAnswerSeconds=_rounded(readiness.first_answer_seconds),
-                    readySeconds=_rounded(readiness.seconds) if readiness.ready else None,
-                )
+                details.update(readiness.step_details(timeout))
             final = Step(
                 FINAL_STEP, READY if readiness.ready else FAILED, 100 if readiness.ready else 66, time.time()
             )
@@ -138,19 +133,9 @@ class ModelLife:
         return self.readiness
 
     def not_ready_reason(self, readiness: Readiness) -> str:
-        if readiness.exit_code is not None:
-            return (
-                f"the container exited with code {readiness.exit_code} during start-up, "
-                f"after {readiness.seconds:.1f} s{self.lifetime.exit_cause(readiness.oom_killed)}"
-            )
-        if readiness.other_ports:
-            assert self.container is not None
-            where = ", ".join(map(str, readiness.other_ports))
-            port = self.container.model_port
-            return f"nothing listens on PSC_MODEL_PORT={port}; the server listens on {where}"
-        last = readiness.last.summary() if readiness.last else "no request could be sent"
-        return (
-            f"/status not 200 within {self.budget.status_timeout:g} s ({readiness.polls} polls; last: {last})"
+        assert self.container is not None
+        return readiness.failure(
+            self.container.model_port, self.budget.status_timeout, self.lifetime.exit_cause
         )
 
     def require_ready(self) -> ModelProcess:
@@ -210,7 +195,3 @@ class ModelLife:
         container, self.container = self.container, None
         if container is not None:
             container.remove()
-
-
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 4)

@@ -60,7 +60,7 @@ class Observation:
 
     label: str
     reference: str  # as the user named it: a reference or a TAR path
-    source: str  # "tag", "tar" or "registry"
+    source: str  # a SourceKind, as the report names it
     registry_fields: dict[str, str] = field(default_factory=dict)
     image_id: str | None = None
     digest: str | None = None

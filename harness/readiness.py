@@ -38,6 +38,34 @@ class Readiness:
     oom_killed: bool = False
     other_ports: tuple[int, ...] = ()  # set when the server listens elsewhere than PSC_MODEL_PORT
 
+    def step_details(self, timeout: float) -> dict[str, object]:
+        """The figures of the load step "Checking status endpoint", as the report gives them."""
+        return {
+            "polls": self.polls,
+            "statusTimeoutSeconds": timeout,
+            "firstAcceptSeconds": _rounded(self.first_accept_seconds),
+            "firstAnswerSeconds": _rounded(self.first_answer_seconds),
+            "readySeconds": _rounded(self.seconds) if self.ready else None,
+        }
+
+    def failure(self, model_port: int, timeout: float, exit_cause: Callable[[bool], str]) -> str:
+        """Why the model did not become ready, for the report's final load step and status.ready
+        (``exit_cause``: what ended the model, to follow its exit code)."""
+        if self.exit_code is not None:
+            return (
+                f"the container exited with code {self.exit_code} during start-up, "
+                f"after {self.seconds:.1f} s{exit_cause(self.oom_killed)}"
+            )
+        if self.other_ports:
+            where = ", ".join(map(str, self.other_ports))
+            return f"nothing listens on PSC_MODEL_PORT={model_port}; the server listens on {where}"
+        last = self.last.summary() if self.last else "no request could be sent"
+        return f"/status not 200 within {timeout:g} s ({self.polls} polls; last: {last})"
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
 
 class PortReporter(Protocol):
     """What the engine says when the model's published port cannot be reached."""

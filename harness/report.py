@@ -22,6 +22,7 @@ from .http import Exchange
 from .metadata import schema
 from .platform import FAILED, NOT_STARTED, READY
 from .rehearsal import NEAR_MEMORY
+from .runtime import SourceKind
 from .verdicts import CheckOutcome, Verdict
 
 REPORT_VERSION = 2
@@ -184,10 +185,11 @@ CONTAINER_IMAGE_CAPTION = (
     "or <code>python -m harness contract load-steps</code>)."
 )
 _UPLOADED = {
-    "tag": "100: the image was already in the Docker engine (given by its tag), so nothing was "
+    SourceKind.TAG: "100: the image was already in the Docker engine (given by its tag), so nothing was "
     "uploaded; on the platform, this is the upload of your image",
-    "tar": "100: the whole TAR archive was loaded into the Docker engine, as the platform uploads it",
-    "registry": "100: the image was pulled from its registry into the Docker engine",
+    SourceKind.TAR: "100: the whole TAR archive was loaded into the Docker engine, "
+    "as the platform uploads it",
+    SourceKind.REGISTRY: "100: the image was pulled from its registry into the Docker engine",
 }
 
 
@@ -245,10 +247,10 @@ def _load_caption(entry: dict[str, Any]) -> str:
     source = entry["image"]["source"]
     if any(step["step"] == 1 for step in entry["loadSteps"]):
         text += " " + {
-            "tag": "This image was already in the Docker engine (given by its tag): step 1 had "
+            SourceKind.TAG: "This image was already in the Docker engine (given by its tag): step 1 had "
             "nothing to upload and took no time; on the platform it is the upload of your image.",
-            "tar": "Step 1 here loaded the TAR archive into the Docker engine.",
-            "registry": "Step 1 here pulled the image from its registry into the Docker engine.",
+            SourceKind.TAR: "Step 1 here loaded the TAR archive into the Docker engine.",
+            SourceKind.REGISTRY: "Step 1 here pulled the image from its registry into the Docker engine.",
         }.get(source, "")
     steps = entry["loadSteps"]
     if len(steps) >= 2 and steps[-1]["stepName"] == FAILED:
@@ -387,7 +389,7 @@ def rehearsal_html(rehearsal: dict[str, Any] | None, warnings: list[str]) -> str
 
 def _step_label(step: dict[str, Any]) -> str:
     label = f"{step['step']} {step['stepName']} {step['percentage']}%"
-    if step.get("details", {}).get("source") == "tag":
+    if step.get("details", {}).get("source") == SourceKind.TAG:
         label += " (already in the engine)"  # nothing was uploaded: said as what it was
     return label
 

@@ -9,6 +9,7 @@ another runtime is another implementation of the same two protocols.
 from __future__ import annotations
 
 import contextlib
+import enum
 import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -43,6 +44,14 @@ DEFAULT_MEMORY = 2**30  # without a model.yaml: 1 GiB, 1 CPU (docs/contract.md#r
 DEFAULT_CPUS = 1.0
 
 
+class SourceKind(enum.StrEnum):
+    """Where an image came from, as the report names it."""
+
+    TAG = "tag"  # in the engine already
+    TAR = "tar"  # loaded from a `docker save` archive
+    REGISTRY = "registry"  # pulled
+
+
 @dataclass(frozen=True)
 class Limits:
     """The resources a model is given: its declared memory and CPUs."""
@@ -56,7 +65,7 @@ class PreparedImage:
     """An image brought into the runtime, as the run and the report know it."""
 
     ref: str  # what the user named: a tag or a TAR path
-    source: str  # "tag" or "tar"
+    source: SourceKind
     image_id: str
     tags: tuple[str, ...]
     size: int

@@ -163,7 +163,7 @@ def test_a_check_is_declared_once_with_its_docstring_as_summary() -> None:
 
 
 def test_log_tail_keeps_the_end_of_a_framed_stream() -> None:
-    from harness.dockerengine.container import LOG_TAIL_BYTES, _LogFrames
+    from harness.dockerengine.calls import LOG_TAIL_BYTES, _LogFrames
 
     def frame(payload: bytes) -> bytes:
         return bytes([1, 0, 0, 0]) + len(payload).to_bytes(4, "big") + payload

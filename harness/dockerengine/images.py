@@ -29,7 +29,7 @@ from docker.models.containers import Container
 
 from ..errors import SetupError
 from ..metadata import MODEL_YAML_MAX
-from ..runtime import PreparedImage, Progress
+from ..runtime import PreparedImage, Progress, SourceKind
 from .registry import CountingReader, ProgressCallback
 
 MODEL_YAML = "model.yaml"
@@ -360,7 +360,7 @@ def verify_tar(manifest: TarManifest, progress: ProgressCallback | None = None) 
             )
 
 
-def _prepared(client: docker.DockerClient, ref: str, source: str, image_id: str) -> PreparedImage:
+def _prepared(client: docker.DockerClient, ref: str, source: SourceKind, image_id: str) -> PreparedImage:
     attrs = client.images.get(image_id).attrs
     return PreparedImage(
         ref=ref,
@@ -380,7 +380,7 @@ def from_tag(client: docker.DockerClient, ref: str) -> PreparedImage:
         raise SetupError(f"image {ref} is not in the Docker engine{_hint(client, ref)}") from None
     except docker.errors.APIError as exc:
         raise SetupError(f"cannot inspect image {ref}: {exc.explanation or exc}") from None
-    return _prepared(client, ref, "tag", str(image.id))
+    return _prepared(client, ref, SourceKind.TAG, str(image.id))
 
 
 def _hint(client: docker.DockerClient, ref: str) -> str:
@@ -436,7 +436,7 @@ def load_tar(
         raise SetupError(f"loading {manifest.path} failed: {type(exc).__name__}: {exc}") from None
     if not image_present(client, image_id):
         raise SetupError(f"the engine did not load {image_id} from {manifest.path}")
-    return _prepared(client, str(manifest.path), "tar", image_id)
+    return _prepared(client, str(manifest.path), SourceKind.TAR, image_id)
 
 
 def untag(client: docker.DockerClient, ref: str) -> None:

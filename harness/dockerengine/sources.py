@@ -21,7 +21,7 @@ from ..errors import SetupError
 from ..labels import LABEL, LOADED_IMAGE_LABEL, OWNER_LABEL, owner_gone
 from ..observe import Observation
 from ..options import RunOptions
-from ..runtime import PreparedImage, Progress, ProgressLine
+from ..runtime import PreparedImage, Progress, ProgressLine, SourceKind
 from ..units import parse_engine_time
 from . import images, registry
 
@@ -31,7 +31,7 @@ LOAD_GRACE = 600.0  # s: how long an engine may go on loading the archive of a r
 class ImageSource(Protocol):
     label: str  # how the image is named in check ids and reports
     reference: str  # as the user gave it
-    source: str  # "tag", "tar" or "registry": what the report calls it
+    source: SourceKind  # what the report calls it
     error: str | None  # what makes this source impossible to evaluate, found early
 
     def bring_in(
@@ -53,7 +53,7 @@ class ReferenceSource:
     def __init__(self, text: str, options: RunOptions) -> None:
         self.reference = self.label = text
         self.options = options
-        self.source = "tag"
+        self.source = SourceKind.TAG
         self.error: str | None = None
         self.parsed: registry.Reference | None = None
         self._pulled: list[str] = []
@@ -62,7 +62,7 @@ class ReferenceSource:
         except SetupError as exc:
             self.error = str(exc)
         if self.parsed is not None and self.parsed.explicit_registry:
-            self.source = "registry"
+            self.source = SourceKind.REGISTRY
 
     def bring_in(
         self, client: docker.DockerClient, observed: Observation, progress: ProgressLine | None
@@ -75,13 +75,13 @@ class ReferenceSource:
         if self.options.pull != "always":
             try:
                 image = images.from_tag(client, reference.text)
-                self.source = "tag"
+                self.source = SourceKind.TAG
                 return image
             except SetupError as exc:
                 if self.options.pull == "never":
                     raise
                 not_here = exc
-        self.source = "registry"
+        self.source = SourceKind.REGISTRY
         observed.registry_fields = reference.report_fields()
         if not images.image_present(client, reference.text):
             self._pulled.append(reference.text)  # before pulling: a pull cut short is removed too
@@ -99,7 +99,7 @@ class ReferenceSource:
             raise SetupError(f"{not_here}; pulling it from Docker Hub failed too: {exc}") from None
         observed.upload_bytes = pulled.total
         image = images.from_tag(client, reference.text)
-        image.source = "registry"
+        image.source = SourceKind.REGISTRY
         return image
 
     def cleanup(self, client: docker.DockerClient) -> None:
@@ -122,7 +122,7 @@ class TarSource:
         self.path = path
         self.reference = str(path)
         self.label = path.name
-        self.source = "tar"
+        self.source = SourceKind.TAR
         self.options = options
         self.session_id = session_id
         self.error: str | None = None
