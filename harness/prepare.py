@@ -104,8 +104,9 @@ class Preparation:
         self.observed.reaped = runtime.reap()
         with timed(self.observed.load_steps, *UPLOAD_STEP) as details, self._uploading():
             self.image = runtime.bring_in(self.observed, self.progress)
-            self.observed.source = self.source.source
-            details.update(source=self.source.source, uploadPercentage=100)
+            # The report's words, as plain text: observations cross to xdist's controller.
+            self.observed.source = self.source.source.value
+            details.update(source=self.source.source.value, uploadPercentage=100)
         self.observed.image_id = self.image.image_id
         self.observed.digest = self.image.digest
         self.observed.image_bytes = self.image.size

@@ -47,7 +47,7 @@ class ImageRun:
     ) -> None:
         self.source = source
         self.options = options
-        self.observed = Observation(source.label, source.reference, source.source)
+        self.observed = Observation(source.label, source.reference, source.source.value)
         self.declared = Declared(self.observed)
         self.budget = Budget(options, self.declared)
         self.prepared = Preparation(source, options, self.declared, self.budget, self.observed, progress)
