@@ -410,6 +410,15 @@ def test_grpc_sample_conforms(
 
 
 @pytest.mark.docker
+def test_rebuilding_the_grpc_sample_changes_nothing(
+    docker_client: docker.DockerClient, resources: Resources
+) -> None:
+    resources.sample("grpc-langid")
+    again = build.build_all(docker_client, ["grpc-langid"])  # its context is assembled anew
+    assert again["grpc-langid"].id == resources.sample_ids["grpc-langid"]
+
+
+@pytest.mark.docker
 def test_grpc_broken_samples_break_one_thing_each(
     docker_client: docker.DockerClient, resources: Resources, session_token: str
 ) -> None:
