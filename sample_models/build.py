@@ -40,6 +40,12 @@ BASE_RECIPE: dict[str, object] = {
     "fallback": "python:3.11-slim-bookworm",
 }
 MIRROR = os.environ.get("PSC_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+# What the gRPC samples add to the base: wheels from PyPI, downloaded on this machine (the
+# engine needs no network) for the base's Python, unpacked in the image.
+GRPC_WHEELS: dict[str, object] = {
+    "requirements": ["grpcio==1.85.3", "protobuf==7.36.2"],
+    "python": "3.11",  # bookworm's python3
+}
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class Sample:
     on_demand: bool = False  # built only when named (python -m sample_models.build NAME)
     model_yaml: str = "model.yaml"  # the image's model.yaml, relative to langid/
     target: str = "app"  # the Dockerfile stage
+    protocol: str = "http"  # "grpc": built from grpc_langid/, checked by the gRPC battery
 
     @property
     def tag(self) -> str:
@@ -123,7 +130,18 @@ SAMPLES: tuple[Sample, ...] = (
         "",
         hostile="/run leaves an undeclared 32 GiB sparse file beside its results.json",
     ),
+    Sample("grpc-langid", "", protocol="grpc"),
+    Sample(
+        "grpc-broken-status-500", "the model fails to load: Status answers status_code 500", protocol="grpc"
+    ),
+    Sample(
+        "grpc-broken-batch-order", "Run answers a batch's outputs one place off their inputs", protocol="grpc"
+    ),
+    Sample("grpc-broken-shutdown-143", "exits with code 143 after Shutdown", protocol="grpc"),
+    Sample("grpc-broken-never-exits", "Shutdown answers 200 but the process keeps running", protocol="grpc"),
 )
+HTTP_SAMPLES = tuple(s for s in SAMPLES if s.protocol == "http")
+GRPC_SAMPLES = tuple(s for s in SAMPLES if s.protocol == "grpc")
 CONFORMANT = SAMPLES[0]
 CONFORMANT_TAR = TAR_DIR / f"{CONFORMANT.name}.tar"
 
@@ -220,6 +238,8 @@ def build_base(client: docker.DockerClient) -> str:
 
 
 def build_sample(client: docker.DockerClient, sample: Sample, base: str) -> Image:
+    if sample.protocol == "grpc":
+        return build_grpc_sample(client, sample, base)
     try:
         image, _log = client.images.build(
             path=str(HERE / "langid"),
@@ -240,6 +260,70 @@ def build_sample(client: docker.DockerClient, sample: Sample, base: str) -> Imag
     except docker.errors.BuildError as exc:
         log = "".join(str(item.get("stream", item.get("error", ""))) for item in exc.build_log)
         raise BuildError(f"building {sample.tag} failed: {exc.msg}\n{log[-2000:]}") from None
+    say(f"{sample.tag} {image.short_id}")
+    return image
+
+
+def fetch_wheels(arch: str) -> Path:
+    """The gRPC samples' wheels for the engine's architecture, downloaded once into build/."""
+    recipe = {**GRPC_WHEELS, "arch": arch}
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+    target = TAR_DIR.parent / "wheels" / digest
+    if (target / "complete").exists():
+        return target
+    say(f"downloading {', '.join(GRPC_WHEELS['requirements'])} ({arch}) from PyPI")  # type: ignore[arg-type]
+    partial = target.with_suffix(".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    command = [
+        sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+        "--only-binary=:all:", "--implementation", "cp", "--python-version", str(GRPC_WHEELS["python"]),
+        "--platform", f"manylinux2014_{arch}", "--dest", str(partial),
+        *GRPC_WHEELS["requirements"],  # type: ignore[misc]
+    ]  # fmt: skip
+    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if result.returncode != 0:
+        raise BuildError(f"pip download failed with exit code {result.returncode}:\n{result.stdout[-2000:]}")
+    (partial / "complete").write_text(json.dumps(recipe))
+    shutil.rmtree(target, ignore_errors=True)
+    partial.replace(target)
+    return target
+
+
+def engine_arch(client: docker.DockerClient) -> str:
+    arch = str(client.info().get("Architecture", "x86_64"))
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(arch, arch)
+
+
+def grpc_context(client: docker.DockerClient, context: Path) -> None:
+    """The gRPC samples' build context: grpc_langid/, the model of langid/, the wire
+    messages of the harness (so the image needs no harness installed) and the wheels."""
+    shutil.copytree(HERE / "grpc_langid", context, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    (context / "langid_app").mkdir()
+    for name in ("__init__.py", "model.py"):
+        shutil.copy2(HERE / "langid" / "langid_app" / name, context / "langid_app" / name)
+    shutil.copytree(HERE / "langid" / "train", context / "train")
+    shutil.copy2(ROOT / "harness" / "grpcwire.py", context / "grpcwire.py")
+    wheels = fetch_wheels(engine_arch(client))
+    shutil.copytree(wheels, context / "wheels", ignore=shutil.ignore_patterns("complete"))
+
+
+def build_grpc_sample(client: docker.DockerClient, sample: Sample, base: str) -> Image:
+    with tempfile.TemporaryDirectory(prefix="psc-grpc-") as tmp:
+        context = Path(tmp) / "context"
+        grpc_context(client, context)
+        try:
+            image, _log = client.images.build(
+                path=str(context),
+                tag=sample.tag,
+                buildargs={"BASE_IMAGE": base, "VARIANT": sample.name},
+                labels={LABEL: sample.name},
+                pull=False,
+                rm=True,
+                forcerm=True,
+            )
+        except docker.errors.BuildError as exc:
+            log = "".join(str(item.get("stream", item.get("error", ""))) for item in exc.build_log)
+            raise BuildError(f"building {sample.tag} failed: {exc.msg}\n{log[-2000:]}") from None
     say(f"{sample.tag} {image.short_id}")
     return image
 

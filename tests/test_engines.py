@@ -40,7 +40,7 @@ from tests import second_engine
 from tests.expect import death_is_seen
 
 DATA = build.HERE / "langid" / "data"
-SAMPLES = [s for s in build.SAMPLES if not s.on_demand]
+SAMPLES = [s for s in build.HTTP_SAMPLES if not s.on_demand]  # the HTTP battery's; gRPC: tests/test_grpc.py
 # The same bounds on both engines, with room for a slow start on a loaded machine: only
 # the samples that never become ready wait the status timeout whole.
 BOUNDS = ("--status-timeout=30s", "--run-timeout=20s", "--shutdown-timeout=5s")

@@ -95,6 +95,8 @@ def test_every_sample_is_built_and_labelled(
         config = image.attrs["Config"]
         if sample.name == "broken-no-command":
             assert not config.get("Cmd") and not config.get("Entrypoint")
+        elif sample.protocol == "grpc":
+            assert config["Cmd"] == ["python3", "-m", "grpc_app.serve"]
         else:
             assert config["Cmd"] == ["python3", "-m", "langid_app.serve"]
     tar_id = build.CONFORMANT_TAR.with_suffix(".id").read_text()
