@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test samples lint clean benchmark
+.PHONY: demo demo-grpc test samples lint clean benchmark
 
 # The demo needs only the runtime dependencies; the tests and lint add the dev ones.
 $(VENV)/.runtime: pyproject.toml
@@ -28,6 +28,19 @@ demo: $(VENV)/.runtime
 	cd reports && ../$(PY) -m pytest -p no:cacheprovider -rA \
 		--model-image psc-samples/langid:latest \
 		--model-data=../sample_models/langid/data \
+		--conformance-report=. \
+		--junitxml=conformance.junit.xml
+
+# The gRPC variant: its extra, its conformant sample (grpcio's wheels come from PyPI).
+demo-grpc: $(VENV)/.runtime
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[grpc]'
+	$(PY) -m sample_models.build grpc-langid
+	mkdir -p reports/grpc
+	printf '[pytest]\n' > reports/grpc/pytest.ini
+	cd reports/grpc && ../../$(PY) -m pytest -p no:cacheprovider -rA \
+		--model-protocol grpc \
+		--model-image psc-samples/grpc-langid:latest \
+		--model-data=../../sample_models/grpc_langid/data \
 		--conformance-report=. \
 		--junitxml=conformance.junit.xml
 

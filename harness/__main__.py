@@ -8,7 +8,7 @@ from importlib import resources
 
 USAGE = (
     "usage: python -m harness contract [RULE]   (RULE: an anchor such as envelope or run-200)\n"
-    "       python -m harness checks            (the checks, as a Markdown table)"
+    "       python -m harness checks [grpc]     (the checks, as a Markdown table)"
 )
 
 
@@ -23,20 +23,20 @@ def contract_text(rule: str | None = None) -> str:
     return section.split('<a id="', 1)[0].strip() + "\n"
 
 
-def checks_table() -> str:
-    """README's table of the checks, derived from the registry."""
-    from .checks import describe_all
+def checks_table(protocol: str = "http") -> str:
+    """README's table of a variant's checks, derived from its registry."""
+    from .contracts import contract_for
 
     rows = [
         f"| `{check_id}` | [{rule}](docs/contract.md#{rule}) | {summary} |"
-        for check_id, rule, summary in describe_all()
+        for check_id, rule, summary in contract_for(protocol).registry.describe()
     ]
     return "\n".join(["| check id | rule | what it checks |", "|---|---|---|", *rows]) + "\n"
 
 
 def main(argv: list[str]) -> int:
-    if argv == ["checks"]:
-        sys.stdout.write(checks_table())
+    if argv[:1] == ["checks"] and len(argv) <= 2 and (argv[1:] or ["http"])[0] in ("http", "grpc"):
+        sys.stdout.write(checks_table(argv[1] if len(argv) == 2 else "http"))
         return 0
     if not argv or argv[0] != "contract" or len(argv) > 2:
         print(USAGE, file=sys.stderr)

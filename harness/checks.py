@@ -7,17 +7,18 @@ the reports and README. Checks run in the order declared here; the shutdown phas
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import cases as casedata
 from . import compare
 from .battery import Check, CheckFunc, Inputs, Phase, Registry
 from .context import CheckContext
+from .contracts import Contract
 from .envelope import require_envelope_body, require_json_envelope, require_json_type, require_status
 from .errors import CheckSkipped, NotRun, SetupError
-from .http import Outcome
-from .jobs import JobResult
+from .http import Exchange, ModelClient, Outcome
+from .jobs import JobResult, OutputFile
 from .rehearsal import media_type_problem
 
 HTTP = Registry("http")
@@ -76,6 +77,12 @@ def require_regular_outputs(ctx: CheckContext, result: JobResult, rule: str) -> 
                 )
 
 
+def ready_status(ctx: CheckContext) -> Exchange:
+    exchange = ctx.ready_status()
+    assert isinstance(exchange, Exchange)  # this contract's transport is HTTP
+    return exchange
+
+
 def without_cases(kind: str) -> CheckFunc:
     """A per-case check with no case of its kind: one item that says why."""
 
@@ -125,7 +132,7 @@ def status_ready(ctx: CheckContext) -> None:
 @check("status.content-type", rule="json", phase=Phase.STATUS)
 def status_content_type(ctx: CheckContext) -> None:
     """GET /status answers one Content-Type header, application/json"""
-    require_json_type(ctx, ctx.ready_status())
+    require_json_type(ctx, ready_status(ctx))
 
 
 @check("status.schema", rule="envelope", phase=Phase.STATUS)
@@ -133,7 +140,7 @@ def status_schema(ctx: CheckContext) -> None:
     """the /status body is the envelope, statusCode the HTTP status (an integer), status its
     reason phrase"""
     # The media type is status.content-type's finding: the body is judged on its own here.
-    require_envelope_body(ctx, ctx.ready_status())
+    require_envelope_body(ctx, ready_status(ctx))
 
 
 @check("image.port-env", rule="port", phase=Phase.STATUS)
@@ -173,6 +180,17 @@ def run_example(case: casedata.Case, ctx: CheckContext) -> None:
     require_status(ctx, result.exchange, 200, "run-200")
     require_json_envelope(ctx, result.exchange)
     require_regular_outputs(ctx, result, "run-200")
+    judge_outputs(ctx, case, result.output, "POST /run")
+
+
+def judge_outputs(
+    ctx: CheckContext, case: casedata.Case, written: Callable[[str], OutputFile], route: str
+) -> None:
+    """The outputs the model wrote for an example against its expected files: equal (JSON as
+    values, within any tolerance, or as the author's comparator says), else a finding that
+    shows every difference and keeps what the model wrote."""
+    metadata = ctx.metadata
+    assert metadata is not None
     expected = ctx.declared.case_outputs(case)
     if not expected:
         raise CheckSkipped(f"case {case.name} keeps no expected output file ({', '.join(metadata.outputs)})")
@@ -183,7 +201,7 @@ def run_example(case: casedata.Case, ctx: CheckContext) -> None:
         compare.compare_output(
             name,
             path,
-            result.output(name),
+            written(name),
             metadata.output_media.get(name) or "",
             compare_bytes=options.compare_bytes,
             tolerance=compare.tolerance_for(case.path, name, declared, default),
@@ -204,14 +222,15 @@ def run_example(case: casedata.Case, ctx: CheckContext) -> None:
         actual += f"\nalso differ: {', '.join(m.output for m in mismatches[1:])}"
     if options.report_dir is not None:
         # What the model wrote, for the author to look at beside the expected files.
-        written = {name: result.output(name) for name in metadata.outputs}
-        kept, problems = compare.keep_outputs(options.report_dir, (ctx.label, case.name), written)
+        kept, problems = compare.keep_outputs(
+            options.report_dir, (ctx.label, case.name), {name: written(name) for name in metadata.outputs}
+        )
         if kept:
             ctx.details["savedOutputs"] = kept
             actual += f"\nthe outputs the model wrote: {', '.join(kept)} (in {options.report_dir})"
         if problems:
             actual += f"\noutputs not kept: {'; '.join(problems)}"
-    raise ctx.finding("POST /run", first.expected, actual, first.rule)
+    raise ctx.finding(route, first.expected, actual, first.rule)
 
 
 @check(
@@ -306,6 +325,7 @@ def shutdown_response(ctx: CheckContext) -> None:
             exchange.summary(),
             "shutdown",
         )
+    assert isinstance(exchange, Exchange)  # this contract's transport is HTTP
     require_json_envelope(ctx, exchange)
 
 
@@ -332,6 +352,9 @@ def rehearsal_warnings(ctx: CheckContext) -> None:
         raise ctx.finding(
             "platform rehearsal", "no warning (--strict-rehearsal)", "; ".join(warnings), "rehearsal"
         )
+
+
+CONTRACT = Contract("http", HTTP, without_cases, ModelClient, "/status")
 
 
 def battery(found: Sequence[casedata.Case] | None, *, strict: bool = False) -> list[Check]:

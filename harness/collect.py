@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from . import checks
 from .battery import Check, Phase
 from .cases import Case
 from .errors import Nonconformance, SetupError
@@ -25,7 +24,8 @@ def battery_for(run: ImageRun) -> list[Check]:
         # A bad data directory is reported once the run prepares, as "not evaluated".
         with contextlib.suppress(SetupError):
             found = run.declared.discovered(run.options.model_data).cases
-    return checks.battery(found, strict=run.options.strict)
+    contract = run.contract
+    return contract.registry.battery(found, strict=run.options.strict, without_cases=contract.without_cases)
 
 
 def keep_ids_as_given(config: pytest.Config, labels: list[str]) -> None:

@@ -7,7 +7,7 @@ parts can change without touching a check.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,8 @@ from .observe import Observation
 from .options import RunOptions
 from .prepare import Preparation
 from .readiness import Readiness
-from .traffic import Traffic
+from .traffic import A, Traffic
+from .transport import Answer, Transport
 
 
 class CheckContext:
@@ -79,7 +80,7 @@ class CheckContext:
         """Start the model if need be and wait for its /status (once for the battery)."""
         return self._life.wait_ready()
 
-    def ready_status(self) -> Exchange:
+    def ready_status(self) -> Answer:
         """The /status exchange that found the model ready (a check that judges it cites it)."""
         self._life.require_ready()
         readiness = self._life.readiness
@@ -108,6 +109,10 @@ class CheckContext:
     ) -> Exchange:
         return self._traffic.request(method, path, body=body, headers=headers)
 
+    def call(self, name: str, send: Callable[[Transport, float], A]) -> A:
+        """One exchange of the contract's own transport with the ready model (within the run timeout)."""
+        return self._traffic.call(name, send)
+
     def shut_down(self) -> ShutdownResult:
         return self._life.shut_down()
 
@@ -120,7 +125,7 @@ class CheckContext:
     def same_root(self, reason: str) -> str:
         return self._life.lifetime.same_root(reason)
 
-    def unanswered(self, exchange: Exchange) -> tuple[str, str | None]:
+    def unanswered(self, exchange: Answer) -> tuple[str, str | None]:
         """What an unanswered request says of the model (its exit, a kill for memory)."""
         return self._life.lifetime.unanswered(exchange)
 

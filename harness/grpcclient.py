@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf import text_format
 
 from . import grpcwire
 from .http import Outcome, host_port
@@ -58,6 +59,33 @@ class GrpcExchange:
         if self.message is None or "status_code" not in self.message.DESCRIPTOR.fields_by_name:
             return None
         return int(self.message.status_code)
+
+    @property
+    def status(self) -> int | None:
+        """What the readiness wait reads as the answer's status: the ``status_code`` of an OK
+        answer, else None (no whole answer of the service)."""
+        return self.status_code if self.ok else None
+
+    def evidence_record(self, excerpt: int) -> dict[str, Any]:
+        """The report's record of this call, in the fields of an HTTP exchange's: a gRPC call
+        is a POST of its route over HTTP/2; the messages are shown in protobuf's text format."""
+        request = text_format.MessageToString(self.request, as_one_line=True)
+        answer = (
+            text_format.MessageToString(self.message, as_one_line=True) if self.message is not None else ""
+        )
+        return {
+            "method": "POST",
+            "path": self.route,
+            "requestBodyExcerpt": request[:excerpt],
+            "status": self.status_code,
+            "outcome": self.outcome.value,
+            "headers": {"grpc-status": self.code or ""},
+            "bodyExcerpt": answer[:excerpt] or self.details[:excerpt],
+            "bodyBytes": self.message.ByteSize() if self.message is not None else 0,
+            "bodyTruncated": len(answer) > excerpt,
+            "error": None if self.answered else self.detail,
+            "durationSeconds": round(self.seconds, 4),
+        }
 
     def summary(self) -> str:
         """One line for a finding."""
@@ -110,6 +138,9 @@ class GrpcModelClient:
 
     def status(self, *, timeout: float) -> GrpcExchange:
         return self.call(grpcwire.STATUS_PATH, grpcwire.StatusRequest(), timeout=timeout)
+
+    def poll_status(self, *, timeout: float) -> GrpcExchange:
+        return self.status(timeout=timeout)
 
     def run(
         self,

@@ -144,6 +144,12 @@ class ModelClient:
     def address(self) -> str:
         return host_port(self.host, self.port)
 
+    def poll_status(self, *, timeout: float) -> Exchange:
+        return self.request("GET", "/status", timeout=timeout)
+
+    def shutdown(self, *, timeout: float) -> Exchange:
+        return self.request("POST", "/shutdown", timeout=timeout)
+
     def request(
         self,
         method: str,

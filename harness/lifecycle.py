@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from .budget import Budget
 from .errors import NotRun, SetupError
-from .http import Exchange
 from .labels import labels
 from .lifetime import Lifetime
 from .observe import Observation, Step, timed
@@ -19,12 +18,13 @@ from .platform import CHECK_STEP, FAILED, FINAL_STEP, LOAD_STEP, READY
 from .prepare import Preparation
 from .readiness import Readiness, wait_ready
 from .rehearsal import Rehearsal, ResourceSampler, Timing
-from .runtime import ModelProcess
+from .runtime import ModelProcess, Speak
+from .transport import Answer
 
 
 @dataclass
 class ShutdownResult:
-    exchange: Exchange
+    exchange: Answer
     exit_code: int | None  # None: still running after the wait, then killed
     waited: float
 
@@ -37,12 +37,16 @@ class ModelLife:
         observed: Observation,
         session_id: str,
         margin: float,
+        speak: Speak,
+        status_call: str = "/status",
     ) -> None:
         self.prepared = prepared
         self.budget = budget
         self.observed = observed
         self.session_id = session_id
         self.margin = margin
+        self.speak = speak  # the contract's transport
+        self.status_call = status_call  # its status call, as findings name it
         self.container: ModelProcess | None = None
         self.readiness: Readiness | None = None
         self.shutdown: ShutdownResult | None = None
@@ -57,7 +61,7 @@ class ModelLife:
         if self.container is None:
             runtime, image = self.prepared.runtime, self.prepared.image
             assert runtime is not None and image is not None
-            container = runtime.model(image, labels(self.session_id), self.budget.limits)
+            container = runtime.model(image, labels(self.session_id), self.budget.limits, self.speak)
             self.container = container  # registered first: removed at close even if creating fails
             container.create()
         return self.container
@@ -177,7 +181,7 @@ class ModelLife:
             # One deadline covers the answer and the exit.
             timeout = self.budget.shutdown_timeout
             began = time.monotonic()
-            exchange = container.transport.request("POST", "/shutdown", timeout=timeout)
+            exchange = container.transport.shutdown(timeout=timeout)
             left = timeout - (time.monotonic() - began)
             code = container.wait_exit(max(left, 0.1))
             if code is None:

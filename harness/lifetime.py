@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import Nonconformance, NotRun
-from .http import Exchange, Outcome
+from .http import Outcome
 from .runtime import ModelProcess
+from .transport import Answer
 
 EXIT_SHOWS_WITHIN = 2.0  # seconds given a dropped connection's server to show its exit
 
@@ -26,7 +27,7 @@ class CheckRecord:
 
     check_id: str
     began: float  # time.time()
-    evidence: list[Exchange] = field(default_factory=list)
+    evidence: list[Answer] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)  # extra fields of its report record
 
 
@@ -67,7 +68,7 @@ class Lifetime:
         finally:
             self.current = None
 
-    def cite(self, exchange: Exchange | None) -> None:
+    def cite(self, exchange: Answer | None) -> None:
         """Count an exchange as evidence of the check running now (also an earlier one it judges)."""
         if self.current is not None and exchange is not None and exchange not in self.current.evidence:
             self.current.evidence.append(exchange)
@@ -97,7 +98,7 @@ class Lifetime:
             "lifetime",
         )
 
-    def unanswered(self, exchange: Exchange) -> tuple[str, str | None]:
+    def unanswered(self, exchange: Answer) -> tuple[str, str | None]:
         """What a request left unanswered tells of the model: a note for the finding's
         "actual", and the rule it breaks instead, if not the request's own."""
         container = self._container()

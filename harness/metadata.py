@@ -1,4 +1,5 @@
-"""model.yaml (specification 0.3): read, validate, and turn into numbers Docker can use."""
+"""model.yaml (specification 0.3, or 0.4 for the gRPC variant): read, validate, and turn into
+numbers Docker can use."""
 
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ class ModelMetadata:
     status_timeout: float
     run_timeout: float
     source: str  # where it was read from, for messages and the report
+    protocol: str = "http"  # "grpc" for specification 0.4, type grpc
+    max_batch_size: int = 1  # features.maxBatchSize (gRPC): items one Run may carry
 
 
 def _short(value: object) -> str:
@@ -87,8 +90,8 @@ def _load_bounded(text: str, source: str) -> Any:
 # What an author reads instead of JSON-schema text, by the last part of the field's path.
 _FIXES = {
     "version": "version must be three numbers such as 1.0.0 (quote it in YAML: version: '1.0.0')",
-    "specification": "specification must be '0.3' (quoted, so that YAML reads it as text)",
-    "type": "type must be file (the gRPC variant, type grpc, is not checked)",
+    "specification": "specification must be '0.3' (HTTP) or '0.4' (gRPC), quoted (YAML then reads text)",
+    "type": "type must be file with specification '0.3' (HTTP), or grpc with '0.4' (gRPC)",
     "size": "must be a size such as 512M or 1G",
     "status": "must be a duration such as 20s or 5m",
     "run": "must be a duration such as 20s or 5m",
@@ -189,4 +192,6 @@ def parse_metadata(text: str, source: str) -> ModelMetadata:
         status_timeout=status_timeout,
         run_timeout=run_timeout,
         source=source,
+        protocol="grpc" if data["type"] == "grpc" else "http",
+        max_batch_size=int((data.get("features") or {}).get("maxBatchSize") or 1),
     )

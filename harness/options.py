@@ -32,6 +32,9 @@ class Credentials:
         return {"username": self.username, "password": self.password}
 
 
+PROTOCOLS = ("http", "grpc")
+
+
 @dataclass(frozen=True)
 class RunOptions:
     model_yaml: Path | None = None
@@ -49,5 +52,6 @@ class RunOptions:
     rel_tol: float = 0.0  # numbers in JSON outputs: |a - e| <= max(rel_tol * max(|a|, |e|), abs_tol)
     abs_tol: float = 0.0
     tolerance_source: str = "exact"  # the options that gave the tolerance, for messages
+    protocol: str = "http"  # which variant of the contract: "http" or "grpc" (PROTOCOLS)
     report_dir: Path | None = None  # the outputs of failed examples are kept under it
     comparator: Comparator | None = field(default=None, compare=False)  # the author's hook, if any

@@ -22,6 +22,13 @@ from .options import RunOptions
 from .platform import UPLOAD_STEP
 from .runtime import ModelProcess, PreparedImage, ProgressLine, Runtime
 
+_WRONG_VARIANT = {
+    "grpc": "{source} declares the gRPC variant (specification 0.4, type grpc): "
+    "check the image with --model-protocol grpc",
+    "http": "{source} declares the HTTP contract (specification 0.3, type file): "
+    "check the image without --model-protocol grpc",
+}
+
 
 class Preparation:
     def __init__(
@@ -125,6 +132,9 @@ class Preparation:
                     "no model.yaml: given none, and none in the image's working directory or /opt/app; "
                     "the container gets the default limits"
                 )
+        metadata = declared.metadata
+        if metadata is not None and metadata.protocol != self.options.protocol:
+            raise SetupError(_WRONG_VARIANT[metadata.protocol].format(source=metadata.source))
         declared.check_cases()
 
     def choose_runtime(self) -> Runtime:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .errors import SetupError
-from .http import Exchange, Outcome
-from .transport import Transport
+from .http import Outcome
+from .transport import Answer, Transport
 
 POLL_START = 0.01  # seconds between /status polls, doubling up to POLL_CAP
 POLL_CAP = 0.05
@@ -33,7 +33,7 @@ class Readiness:
     seconds: float = 0.0  # from the container's start to the verdict
     first_accept_seconds: float | None = None  # first connection the server took (answered or dropped)
     first_answer_seconds: float | None = None  # first HTTP status line
-    last: Exchange | None = None
+    last: Answer | None = None
     exit_code: int | None = None  # set when the container exited while loading
     oom_killed: bool = False
     other_ports: tuple[int, ...] = ()  # set when the server listens elsewhere than PSC_MODEL_PORT
@@ -48,7 +48,9 @@ class Readiness:
             "readySeconds": _rounded(self.seconds) if self.ready else None,
         }
 
-    def failure(self, model_port: int, timeout: float, exit_cause: Callable[[bool], str]) -> str:
+    def failure(
+        self, model_port: int, timeout: float, exit_cause: Callable[[bool], str], status_call: str = "/status"
+    ) -> str:
         """Why the model did not become ready, for the report's final load step and status.ready
         (``exit_cause``: what ended the model, to follow its exit code)."""
         if self.exit_code is not None:
@@ -60,7 +62,7 @@ class Readiness:
             where = ", ".join(map(str, self.other_ports))
             return f"nothing listens on PSC_MODEL_PORT={model_port}; the server listens on {where}"
         last = self.last.summary() if self.last else "no request could be sent"
-        return f"/status not 200 within {timeout:g} s ({self.polls} polls; last: {last})"
+        return f"{status_call} not 200 within {timeout:g} s ({self.polls} polls; last: {last})"
 
 
 def _rounded(value: float | None) -> float | None:
@@ -112,7 +114,7 @@ class Watched(Protocol):
         ...
 
 
-def _not_connected(exchange: Exchange | None) -> bool:
+def _not_connected(exchange: Answer | None) -> bool:
     """The connection itself failed (refused, timed out, unroutable): the server was not reached."""
     return exchange is not None and not exchange.connected
 
@@ -123,7 +125,8 @@ def _not_reached(seen: Readiness) -> bool:
 
 
 class StatusProbe:
-    """Polls GET /status through the transport; records what the polls saw; says when ready."""
+    """Polls the status through the transport (HTTP: GET /status; gRPC: Status); records what
+    the polls saw; says when ready."""
 
     def __init__(self, target: Watched, started_at: float, clock: Clock) -> None:
         self._target = target
@@ -137,7 +140,7 @@ class StatusProbe:
         if transport is None or now >= deadline:
             return False
         # The first /status may block while the model loads: the read may take the rest.
-        seen.last = transport.request("GET", "/status", timeout=max(deadline - now, 0.05))
+        seen.last = transport.poll_status(timeout=max(deadline - now, 0.05))
         seen.polls += 1
         since_start = self._clock() - self._started_at
         if seen.first_accept_seconds is None and not _not_connected(seen.last):
@@ -174,7 +177,7 @@ class PortLook:
         self._clock = clock
         self._next = clock() + PORT_LOOK_EVERY
 
-    def take(self, last: Exchange | None) -> dict[int, bool] | None:
+    def take(self, last: Answer | None) -> dict[int, bool] | None:
         """The listening ports when a look is due, else None."""
         refused = last is None or last.outcome is Outcome.REFUSED or last.status is None
         if not (refused and self._clock() >= self._next):

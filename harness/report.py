@@ -23,14 +23,18 @@ from .metadata import schema
 from .platform import FAILED, NOT_STARTED, READY
 from .rehearsal import NEAR_MEMORY
 from .runtime import SourceKind
+from .transport import Answer
 from .verdicts import CheckOutcome, Verdict
 
 REPORT_VERSION = 2
 EXCERPT_CHARS = 2048
 
 
-def exchange_evidence(exchange: Exchange) -> dict[str, Any]:
-    """A size-bounded record of one HTTP exchange."""
+def exchange_evidence(exchange: Answer) -> dict[str, Any]:
+    """A size-bounded record of one exchange (another transport's writes its own, in the same fields)."""
+    if not isinstance(exchange, Exchange):
+        record: dict[str, Any] = exchange.evidence_record(EXCERPT_CHARS)  # type: ignore[attr-defined]
+        return record
     return {
         "method": exchange.method,
         "path": exchange.path,

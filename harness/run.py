@@ -23,6 +23,7 @@ from . import jobs
 from .battery import Check, Phase, planned_jobs
 from .budget import Budget
 from .context import CheckContext
+from .contracts import contract_for
 from .declared import Declared
 from .dockerengine import ImageSource
 from .http import Exchange
@@ -51,8 +52,15 @@ class ImageRun:
         self.declared = Declared(self.observed)
         self.budget = Budget(options, self.declared)
         self.prepared = Preparation(source, options, self.declared, self.budget, self.observed, progress)
+        self.contract = contract_for(options.protocol)
         self.life = ModelLife(
-            self.prepared, self.budget, self.observed, session_id or uuid.uuid4().hex[:12], options.margin
+            self.prepared,
+            self.budget,
+            self.observed,
+            session_id or uuid.uuid4().hex[:12],
+            options.margin,
+            self.contract.speak,
+            self.contract.status_call,
         )
         self.traffic = Traffic(self.life, self.budget, self.declared, self.observed)
         self.context = CheckContext(

@@ -17,6 +17,9 @@ from typing import IO, Any, Protocol
 
 from .observe import Observation
 from .readiness import Watched
+from .transport import Transport
+
+Speak = Callable[[str, int], Transport]  # a contract's transport to a host and port
 
 
 @dataclass
@@ -118,6 +121,8 @@ class Runtime(Protocol):
     def connect(self) -> str: ...  # the runtime's version; a SetupError when it cannot be reached
     def reap(self) -> list[str]: ...  # what runs killed outright left behind (never a live run's)
     def bring_in(self, observed: Observation, progress: ProgressLine | None) -> PreparedImage: ...
-    def model(self, image: PreparedImage, labels: dict[str, str], limits: Limits) -> ModelProcess: ...
+    def model(
+        self, image: PreparedImage, labels: dict[str, str], limits: Limits, speak: Speak
+    ) -> ModelProcess: ...
     def read_model_yaml(self, process: ModelProcess, image: PreparedImage) -> tuple[str, str] | None: ...
     def close(self) -> list[Callable[[], None]]: ...  # the steps that undo bring_in and connect

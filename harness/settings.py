@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from .contracts import available
 from .options import (
     DEFAULT_MARGIN,
     DEFAULT_SHUTDOWN_TIMEOUT,
     ENGINE_HOST_ENV,
     PASSWORD_ENV,
+    PROTOCOLS,
     PULL_POLICIES,
     USERNAME_ENV,
     Credentials,
@@ -56,6 +58,12 @@ OPTIONS: tuple[Option, ...] = (
         "model_data",
         "the test cases: examples/<case>/ and validation-error/<case>/",
         metavar="DIR",
+    ),
+    Option(
+        "--model-protocol",
+        "model_protocol",
+        "the contract's variant the image speaks: http (default) or grpc (model.yaml 0.4)",
+        metavar="PROTOCOL",
     ),
     Option(
         "--status-timeout",
@@ -265,6 +273,17 @@ def resolve(config: pytest.Config, stdin_password: str | None = None) -> Setting
     elif from_stdin:
         raise pytest.UsageError("--registry-password-stdin needs --registry-username")
 
+    protocol_raw, protocol_source = values["--model-protocol"]
+    protocol = str(protocol_raw or "http").strip().lower()
+    if protocol not in PROTOCOLS:
+        raise pytest.UsageError(
+            f"{protocol_source}: expected one of {', '.join(PROTOCOLS)}, got {protocol[:40]!r}"
+        )
+
+    missing = available(protocol)
+    if missing is not None:
+        raise pytest.UsageError(f"{protocol_source}: {missing}")
+
     margin_raw, margin_source = values["--timeout-margin"]
     margin = DEFAULT_MARGIN
     if margin_raw is not None:
@@ -300,6 +319,7 @@ def resolve(config: pytest.Config, stdin_password: str | None = None) -> Setting
         abs_tol=tolerances["--abs-tol"],
         tolerance_source=", ".join(values[f][1] for f, v in tolerances.items() if v) or "exact",
         report_dir=report_dir,
+        protocol=protocol,
     )
     if report_dir.exists() and not report_dir.is_dir():
         raise pytest.UsageError(

@@ -7,17 +7,21 @@ platform's terms.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from . import jobs
 from .budget import Budget
 from .declared import Declared
-from .http import Exchange
+from .http import Exchange, ModelClient
 from .lifecycle import ModelLife
 from .observe import Observation, Step, timed
 from .platform import RUN_STEPS
 from .runtime import ModelProcess
+from .transport import Answer, Transport
+
+A = TypeVar("A", bound=Answer)
 
 
 class Traffic:
@@ -46,10 +50,11 @@ class Traffic:
             staged = self._staged.get(_inputs_key(inputs)) if self._staged_in is container else None
             dirs = staged.pop() if staged else jobs.stage(container, inputs)
         job = {"type": "file", "input": dirs.input_dir, "output": dirs.output_dir, **(payload or {})}
-        assert container.transport is not None
+        http = container.transport
+        assert isinstance(http, ModelClient)  # jobs on files are the HTTP contract's
         self.life.busy()
         with timed(steps, *next(number)) as details:
-            exchange = container.transport.post_json("/run", job, timeout=self.budget.run_timeout)
+            exchange = http.post_json("/run", job, timeout=self.budget.run_timeout)
             self.life.lifetime.cite(exchange)
             rehearsal = self.life.rehearsal
             if exchange.answered and rehearsal is not None:
@@ -90,6 +95,28 @@ class Traffic:
         for inputs, dirs in zip(planned, jobs.stage_many(container, planned), strict=True):
             self._staged.setdefault(_inputs_key(inputs), []).append(dirs)
 
+    def call(self, name: str, send: Callable[[Transport, float], A]) -> A:
+        """One exchange of another contract's own (a gRPC Run, say) with the ready model, over
+        its transport within the run timeout: cited, and recorded in the platform's run steps."""
+        steps: list[Step] = []
+        number = iter(RUN_STEPS)
+        with timed(steps, *next(number)):
+            transport = self.life.require_ready().transport
+        assert transport is not None
+        self.life.busy()
+        next(number)  # no files to fetch: the inputs travel in the request
+        with timed(steps, *next(number)) as details:
+            exchange = send(transport, self.budget.run_timeout)
+            self.life.lifetime.cite(exchange)
+            rehearsal = self.life.rehearsal
+            if exchange.answered and rehearsal is not None:
+                rehearsal.run.seconds = max(rehearsal.run.seconds or 0.0, exchange.seconds)
+            details.update(httpStatus=exchange.status, outcome=exchange.outcome.value)
+        self.observed.jobs.append(
+            {"job": name, "httpStatus": exchange.status, "steps": [s.as_dict() for s in steps]}
+        )
+        return exchange
+
     def request(
         self,
         method: str,
@@ -101,10 +128,10 @@ class Traffic:
     ) -> Exchange:
         """One exchange with the ready model (default timeout: the run timeout), cited as the
         evidence of the check under way."""
-        container = self.life.require_ready()
-        assert container.transport is not None
+        http = self.life.require_ready().transport
+        assert isinstance(http, ModelClient)  # requests by method and path are the HTTP contract's
         self.life.busy()
-        exchange = container.transport.request(
+        exchange = http.request(
             method, path, body=body, headers=headers, timeout=timeout or self.budget.run_timeout
         )
         self.life.lifetime.cite(exchange)

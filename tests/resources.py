@@ -283,7 +283,8 @@ class Resources:
 
     def tar(self, name: str) -> str:
         """A ``docker save`` archive: of a fresh image (see ``fresh_image``) that is then removed
-        from the engine; ``two-images``: of the conformant sample and broken-status-html."""
+        from the engine; ``two-images``: of the conformant sample and broken-status-html;
+        ``grpc-langid``: of the conformant gRPC sample (which stays in the engine)."""
 
         def make() -> str:
             path = self.root / "tars" / f"{name}.tar"
@@ -292,6 +293,8 @@ class Resources:
             with contextlib.closing(client):
                 if name == "two-images":
                     names = [self.sample(build.CONFORMANT.name), self.sample("broken-status-html")]
+                elif name == "grpc-langid":
+                    names = [self.sample(name)]
                 else:
                     tag, image_id = self.fresh_image(name)
                     names = [tag]
@@ -303,7 +306,7 @@ class Resources:
                     response.raise_for_status()
                     for chunk in response.iter_content(1 << 20):
                         out.write(chunk)
-                if name != "two-images":
+                if name not in ("two-images", "grpc-langid"):
                     client.images.remove(names[0], force=True)
             return str(path)
 

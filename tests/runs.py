@@ -1180,6 +1180,31 @@ SIGINT_AS_CREATED = Run(
 )
 
 
+# -- the gRPC variant ---------------------------------------------------------------------------
+
+GRPC_ARGS: dict[str, tuple[str, ...]] = {
+    "grpc-broken-status-500": ("--status-timeout=4s",),  # a failed load answers 500 until the timeout
+    "grpc-broken-never-exits": ("--shutdown-timeout=2s",),
+}
+
+
+def grpc_run(name: str, *extra: str, suffix: str = "") -> Run:
+    return Run(
+        name + suffix,
+        ("--model-protocol=grpc", "--model-image", image(name), WITH_DATA, *GRPC_ARGS.get(name, ()), *extra),
+        cost=4,
+    )
+
+
+GRPC_RUNS = {sample.name: grpc_run(sample.name) for sample in build.GRPC_SAMPLES}
+GRPC_FROM_TAR = Run(
+    "grpc-langid-tar", ("--model-protocol=grpc", "--model-tar={tar[grpc-langid]}", WITH_DATA), cost=6
+)
+# A gRPC image checked as HTTP, and the HTTP sample checked as gRPC: one line, not evaluated.
+GRPC_AS_HTTP = Run("grpc-as-http", ("--model-image", image("grpc-langid"), WITH_DATA), cost=3)
+HTTP_AS_GRPC = Run("http-as-grpc", ("--model-protocol=grpc", "--model-image", LANGID_ARG, WITH_DATA), cost=3)
+
+
 def _catalog() -> list[Run | Scenario]:
     found: list[Run | Scenario] = []
     for value in list(globals().values()):

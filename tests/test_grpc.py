@@ -19,11 +19,14 @@ import pytest
 import yaml
 from google.protobuf import descriptor_pool
 
-from harness import grpcwire
+from harness import cases, grpcwire
 from harness.grpcclient import MESSAGE_CEILING, GrpcModelClient
 from harness.http import Outcome
 from sample_models import build
+from tests import expect, runs
 from tests.containers import Running, started
+from tests.harness_api import EXIT_NOT_EVALUATED
+from tests.harness_runs import HarnessRuns
 from tests.resources import Resources
 
 # -- the wire format ---------------------------------------------------------------------------
@@ -451,3 +454,85 @@ def test_every_grpc_sample_is_exercised_here() -> None:
         "grpc-broken-never-exits",
     }
     assert set(build.SAMPLES) == set(build.HTTP_SAMPLES) | set(build.GRPC_SAMPLES)
+
+
+# -- the gRPC battery, through the harness ----------------------------------------------------
+
+GRPC_CHECKS = {
+    "image.model-yaml",
+    "image.default-command",
+    "status.ready",
+    "status.metadata",
+    "image.port-env",
+    *(f"run.example[{case}]" for case in expect.EXAMPLES),
+    *(f"run.validation-error[{case}]" for case in expect.VALIDATION_ERRORS),
+    "run.batch",
+    "run.mixed-batch",
+    "run.max-size",
+    "run.flags",
+    "shutdown.response",
+    "shutdown.exit-code",
+}
+# What each broken gRPC sample must fail, and a phrase of its message that names the defect.
+GRPC_FAILURES = {
+    "grpc-broken-status-500": {"status.ready": "status_code 500"},
+    # A batch answered out of order: the plain batch and the mixed one both see it.
+    "grpc-broken-batch-order": {"run.batch": "item 0", "run.mixed-batch": "item 1"},
+    "grpc-broken-shutdown-143": {"shutdown.exit-code": "exit code 143 (128 + 15"},
+    "grpc-broken-never-exits": {"shutdown.exit-code": "still running; killed"},
+}
+
+
+def test_the_grpc_battery_is_declared_on_its_own_registry() -> None:
+    from harness import grpcchecks
+
+    ids = [check.id for check in grpcchecks.battery(cases.discover(DATA).cases)]
+    assert set(ids) == GRPC_CHECKS
+    assert ids[-2:] == ["shutdown.response", "shutdown.exit-code"]
+    contract = (build.ROOT / "harness" / "contract.md").read_text()
+    for check in grpcchecks.battery(None, strict=True):
+        assert f'<a id="{check.rule}"></a>' in contract, check.rule
+
+
+@pytest.mark.harness(runs.GRPC_RUNS["grpc-langid"], runs.GRPC_FROM_TAR)
+@pytest.mark.parametrize("run", ["grpc-langid", "grpc-langid-tar"])
+def test_the_grpc_sample_passes_every_grpc_check_by_tag_and_from_a_tar(
+    harness: HarnessRuns, run: str
+) -> None:
+    result = harness(runs.GRPC_RUNS["grpc-langid"] if run == "grpc-langid" else runs.GRPC_FROM_TAR)
+    assert result.returncode == 0, result
+    assert result.outcomes() == dict.fromkeys(GRPC_CHECKS, "passed")
+    assert result.json["verdict"] == "conformant"
+    assert result.json["image"]["source"] == ("tag" if run == "grpc-langid" else "tar")
+    # The evidence of a gRPC check is its call, shown as the HTML shows an HTTP exchange.
+    assert result.report_dir is not None
+    page = (result.report_dir / "conformance.html").read_text()
+    assert "POST /ModzyModel/Status \\n\\u2192 200" in page
+    assert "status_code: 200" in page
+    steps = [step["stepName"] for step in result.json["loadSteps"]]
+    assert steps[-1] == "Ready", steps
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(name, marks=pytest.mark.harness(runs.GRPC_RUNS[name])) for name in sorted(GRPC_FAILURES)],
+)
+def test_each_broken_grpc_sample_fails_exactly_its_checks(harness: HarnessRuns, name: str) -> None:
+    result = harness(runs.GRPC_RUNS[name])
+    assert result.returncode == 1, result
+    failed = {check_id for check_id, outcome in result.outcomes().items() if outcome == "failed"}
+    assert failed == set(GRPC_FAILURES[name]), result
+    for check_id, phrase in GRPC_FAILURES[name].items():
+        assert phrase in result.checks()[check_id]["message"], result.checks()[check_id]
+    assert result.with_outcome("error") == set()
+
+
+@pytest.mark.harness(runs.GRPC_AS_HTTP, runs.HTTP_AS_GRPC)
+@pytest.mark.parametrize(
+    ("run", "says"),
+    [("grpc-as-http", "--model-protocol grpc"), ("http-as-grpc", "without --model-protocol grpc")],
+)
+def test_the_wrong_variant_is_one_line_and_not_evaluated(harness: HarnessRuns, run: str, says: str) -> None:
+    result = harness(runs.GRPC_AS_HTTP if run == "grpc-as-http" else runs.HTTP_AS_GRPC)
+    assert result.returncode == EXIT_NOT_EVALUATED, result
+    assert says in result.stdout, result

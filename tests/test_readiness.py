@@ -66,7 +66,7 @@ def answered(status: int) -> Exchange:
 
 
 class FakeTransport:
-    """Answers /status from a script (its last answer repeats); each request takes ``takes`` s."""
+    """Answers the status polls from a script (its last answer repeats); each request takes ``takes`` s."""
 
     address = "127.0.0.1:41000"
 
@@ -76,16 +76,7 @@ class FakeTransport:
         self.takes = takes
         self.timeouts: list[float] = []
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        timeout: float,
-        body: bytes = b"",
-        headers: dict[str, str] | None = None,
-    ) -> Exchange:
-        assert (method, path) == ("GET", "/status")
+    def poll_status(self, *, timeout: float) -> Exchange:
         self.timeouts.append(timeout)
         self.clock.now += self.takes
         return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]

@@ -139,10 +139,11 @@ def test_readme_lists_every_check_as_the_registry_declares_it() -> None:
     from harness.__main__ import checks_table
 
     readme = (build.ROOT / "README.md").read_text()
-    table = checks_table()
-    assert table in readme, "README's check table: paste `python -m harness checks` in it"
+    for protocol in ("http", "grpc"):
+        table = checks_table(protocol)
+        assert table in readme, f"paste `python -m harness checks {protocol}` in README"
     for check_id, rule, summary in checks.describe_all():
-        assert f"| `{check_id}` | [{rule}](docs/contract.md#{rule}) | {summary} |" in table
+        assert f"| `{check_id}` | [{rule}](docs/contract.md#{rule}) | {summary} |" in checks_table()
 
 
 def test_a_check_is_declared_once_with_its_docstring_as_summary() -> None:

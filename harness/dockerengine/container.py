@@ -57,8 +57,10 @@ class ModelContainer:
         limits: Limits | None = None,
         name_prefix: str = "psc-model",
         engine: Engine | None = None,
+        speak: Callable[[str, int], Transport] = ModelClient,
     ) -> None:
         self._client = client
+        self.speak = speak  # the contract's transport, given where the model's port is reached
         self.engine = engine or resolve()  # where the port is published and reached
         self.image_id = image_id
         self.labels = labels
@@ -66,7 +68,7 @@ class ModelContainer:
         self.model_port = random_model_port()
         self.name = f"{name_prefix}-{self.model_port}-{random.randrange(16**6):06x}"
         self.container: Container | None = None
-        self.http: ModelClient | None = None
+        self._transport: Transport | None = None  # made by ``speak`` once the port is published
         self.started_at: float | None = None  # time.monotonic() once the engine started it
         self._exit: ExitWatch | None = None  # from the start on
         self._create_asked = False
@@ -149,7 +151,7 @@ class ModelContainer:
         if bindings:
             host_ip, host_port = str(bindings[0].get("HostIp") or "0.0.0.0"), int(bindings[0]["HostPort"])
             self.published_at = f"{host_ip}:{host_port}"
-            self.http = ModelClient(self.engine.reach_host, host_port)
+            self._transport = self.speak(self.engine.reach_host, host_port)
 
     @property
     def container_id(self) -> str | None:
@@ -165,11 +167,11 @@ class ModelContainer:
     @property
     def transport(self) -> Transport | None:
         """How the model is spoken to: the HTTP client of its published port, once started."""
-        return self.http
+        return self._transport
 
     @property
     def reached_at(self) -> str | None:
-        return self.http.address if self.http is not None else None
+        return self._transport.address if self._transport is not None else None
 
     def state(self) -> dict[str, Any]:
         assert self.container is not None
@@ -226,7 +228,7 @@ class ModelContainer:
         )
 
     def remove(self) -> None:
-        self.http = None
+        self._transport = None
         if self.container is not None:
             container, self.container = self.container, None
             with contextlib.suppress(docker.errors.NotFound):

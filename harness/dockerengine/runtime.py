@@ -14,7 +14,7 @@ import docker.errors
 
 from ..errors import SetupError
 from ..observe import Observation
-from ..runtime import Limits, ModelProcess, PreparedImage, ProgressLine
+from ..runtime import Limits, ModelProcess, PreparedImage, ProgressLine, Speak
 from . import engine, images, reaper
 from .container import ModelContainer
 from .sources import ImageSource
@@ -47,11 +47,15 @@ class DockerRuntime:
         assert self.client is not None
         return self.source.bring_in(self.client, observed, progress)
 
-    def model(self, image: PreparedImage, labels: dict[str, str], limits: Limits) -> ModelContainer:
+    def model(
+        self, image: PreparedImage, labels: dict[str, str], limits: Limits, speak: Speak
+    ) -> ModelContainer:
         """The model's container, not yet created (so that it is known, and removed, even if
         its creation is interrupted)."""
         assert self.client is not None
-        return ModelContainer(self.client, image.image_id, labels=labels, limits=limits, engine=self.engine)
+        return ModelContainer(
+            self.client, image.image_id, labels=labels, limits=limits, engine=self.engine, speak=speak
+        )
 
     def read_model_yaml(self, process: ModelProcess, image: PreparedImage) -> tuple[str, str] | None:
         assert isinstance(process, ModelContainer) and process.container is not None
