@@ -70,6 +70,12 @@ class CheckContext:
     def has_command(self) -> bool:
         return self._prepared.has_command
 
+    def adopt_metadata(self, metadata: ModelMetadata) -> None:
+        """Take the model's metadata from what it says of itself (an image without model.yaml
+        whose Status answer holds it, as chassis builds them): the later checks use it."""
+        self.declared.metadata = metadata
+        self._observed.model_yaml_note = f"no model.yaml: the metadata is {metadata.source}"
+
     def warnings(self) -> list[str]:
         """The platform rehearsal's warnings so far."""
         return self._observed.all_warnings()

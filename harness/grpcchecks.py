@@ -15,6 +15,7 @@ from typing import Any
 from . import cases as casedata
 from . import grpcwire
 from .battery import Check, Phase, Registry
+from .budget import DEFAULT_RUN_TIMEOUT, DEFAULT_STATUS_TIMEOUT
 from .checks import (
     image_default_command,
     image_model_yaml,
@@ -29,8 +30,10 @@ from .contracts import Contract
 from .errors import CheckSkipped
 from .grpcclient import GrpcExchange, GrpcModelClient
 from .jobs import OutputFile
+from .metadata import ModelMetadata
+from .runtime import DEFAULT_CPUS, DEFAULT_MEMORY
 from .transport import Transport
-from .units import parse_duration
+from .units import parse_duration, parse_size
 
 GRPC = Registry("grpc")
 check = GRPC.check
@@ -160,7 +163,20 @@ def status_metadata(ctx: CheckContext) -> None:
         )
     metadata = ctx.metadata
     if metadata is None:
-        raise CheckSkipped("no model.yaml to compare the Status metadata with")
+        # As chassis builds them: the metadata is the Status answer's, and the battery uses it.
+        adopted = metadata_of(answer, exchange.route)
+        if adopted is None:
+            raise ctx.finding(
+                exchange.route,
+                "the model's inputs and outputs (there is no model.yaml)",
+                "none",
+                "grpc-status",
+            )
+        ctx.adopt_metadata(adopted)
+        raise CheckSkipped(
+            f"no model.yaml: the battery uses the Status answer's metadata (inputs {list(adopted.inputs)}, "
+            f"outputs {list(adopted.outputs)}, batch size {adopted.max_batch_size})"
+        )
     problems = []
     for kind, declared, told in (
         ("inputs", metadata.inputs, [i.filename for i in answer.inputs]),
@@ -190,6 +206,47 @@ def status_metadata(ctx: CheckContext) -> None:
 
 
 check("image.port-env", rule="port", phase=Phase.STATUS)(image_port_env.func)
+
+
+def metadata_of(answer: Any, source: str) -> ModelMetadata | None:
+    """A model's metadata from its Status answer, for an image without model.yaml; None when
+    the answer names no input or no output. Timeouts and sizes it cannot read are left to
+    the defaults (the container already runs with the default resources)."""
+    inputs = tuple(i.filename for i in answer.inputs if i.filename)
+    outputs = tuple(o.filename for o in answer.outputs if o.filename)
+    if not inputs or not outputs:
+        return None
+
+    def size(text: str) -> int | None:
+        try:
+            return parse_size(text) if text else None
+        except ValueError:
+            return None
+
+    def seconds(text: str, default: float) -> float:
+        try:
+            return parse_duration(text) if text else default
+        except ValueError:
+            return default
+
+    return ModelMetadata(
+        name=answer.model_info.model_name or "model",
+        version=answer.model_info.model_version or "0.0.0",
+        inputs=inputs,
+        outputs=outputs,
+        output_max={o.filename: size(o.max_size) for o in answer.outputs if o.filename},
+        output_media={o.filename: o.media_type or None for o in answer.outputs if o.filename},
+        input_max={i.filename: size(i.max_size) for i in answer.inputs if i.filename},
+        input_types={i.filename: tuple(i.accepted_media_types) for i in answer.inputs if i.filename},
+        gpu_count=max(int(answer.resources.num_gpus), 0),
+        memory_bytes=size(answer.resources.required_ram) or DEFAULT_MEMORY,
+        cpu_count=float(answer.resources.num_cpus) or DEFAULT_CPUS,
+        status_timeout=seconds(answer.timeout.status, DEFAULT_STATUS_TIMEOUT),
+        run_timeout=seconds(answer.timeout.run, DEFAULT_RUN_TIMEOUT),
+        source=f"the answer of {source}",
+        protocol="grpc",
+        max_batch_size=max(int(answer.features.batch_size), 1),
+    )
 
 
 # -- Run -----------------------------------------------------------------------------------
@@ -287,6 +344,7 @@ def grpc_shutdown_response(ctx: CheckContext) -> None:
     """Shutdown answers status_code 200, or drops the connection as the process ends"""
     exchange = ctx.shut_down().exchange
     assert isinstance(exchange, GrpcExchange)
+    ctx.details["answer"] = exchange.outcome.value  # "answered", or "dropped" as the process ended
     if not exchange.answered and not exchange.connected:
         raise ctx.finding(
             exchange.route, "an answer with status_code 200", exchange.summary(), "grpc-shutdown"

@@ -139,6 +139,9 @@ SAMPLES: tuple[Sample, ...] = (
     ),
     Sample("grpc-broken-shutdown-143", "exits with code 143 after Shutdown", protocol="grpc"),
     Sample("grpc-broken-never-exits", "Shutdown answers 200 but the process keeps running", protocol="grpc"),
+    Sample(
+        "grpc-shutdown-drops", "", protocol="grpc"
+    ),  # conformant: exits 0 on Shutdown before answering (the connection drops)
 )
 HTTP_SAMPLES = tuple(s for s in SAMPLES if s.protocol == "http")
 GRPC_SAMPLES = tuple(s for s in SAMPLES if s.protocol == "grpc")

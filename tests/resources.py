@@ -72,6 +72,15 @@ if sys.argv[2] == "remove":
     os.remove("/opt/app/model.yaml")
 """
 ANONYMOUS_VOLUME = "/var/cache/psc-test"
+GRPC_UNYAML = """\
+import pathlib
+app = pathlib.Path("/opt/app")
+(app / "model.yaml").rename(app / "grpc_app" / "metadata.yaml")
+serve = app / "grpc_app" / "serve.py"
+text = serve.read_text()
+assert text.count('APP_DIR / "model.yaml"') == 1
+serve.write_text(text.replace('APP_DIR / "model.yaml"', 'APP_DIR / "grpc_app" / "metadata.yaml"'))
+"""
 
 
 class Resources:
@@ -207,6 +216,8 @@ class Resources:
         return self._once(f"image:{name}", lambda: self._patched(name))  # type: ignore[no-any-return]
 
     def _patched(self, name: str) -> str:
+        if name == "grpc-no-model-yaml":
+            return self._grpc_without_model_yaml()
         recipe = PATCHES[name]
         remove = "remove" if recipe["remove_model_yaml"] else "keep"
         command = ["python3", "-c", PATCH_SCRIPT, json.dumps(recipe["replace"]), remove]
@@ -217,13 +228,30 @@ class Resources:
             restore = [f"CMD {json.dumps(config['Cmd'])}", f"VOLUME {ANONYMOUS_VOLUME}"]
             return self._commit(client, name, command, restore)
 
+    def _grpc_without_model_yaml(self) -> str:
+        """The gRPC sample as chassis builds images: no model.yaml where the harness looks; the
+        server reads its metadata from a file of its own, and its Status answer holds it."""
+        base = self.sample("grpc-langid") and build.Sample("grpc-langid", "").tag
+        client = self.client()
+        with contextlib.closing(client):
+            config = client.images.get(base).attrs["Config"]
+            restore = [f"CMD {json.dumps(config['Cmd'])}", f"WORKDIR {config.get('WorkingDir') or '/'}"]
+            return self._commit(
+                client, "grpc-no-model-yaml", ["python3", "-c", GRPC_UNYAML], restore, base=base
+            )
+
     def _commit(
-        self, client: docker.DockerClient, name: str, command: list[str] | None, changes: list[str]
+        self,
+        client: docker.DockerClient,
+        name: str,
+        command: list[str] | None,
+        changes: list[str],
+        base: str = build.CONFORMANT.tag,
     ) -> str:
         """The conformant sample after ``command`` ran in it (none: as it is), committed with
         ``changes`` as ``psc-test/<name>:<session>``: faster than a build here."""
         labels = {TEST_LABEL: self.session}
-        container = client.containers.create(build.CONFORMANT.tag, command=command, labels=labels)
+        container = client.containers.create(base, command=command, labels=labels)
         try:
             if command is not None:
                 container.start()

@@ -1200,6 +1200,12 @@ GRPC_RUNS = {sample.name: grpc_run(sample.name) for sample in build.GRPC_SAMPLES
 GRPC_FROM_TAR = Run(
     "grpc-langid-tar", ("--model-protocol=grpc", "--model-tar={tar[grpc-langid]}", WITH_DATA), cost=6
 )
+# Without model.yaml, as chassis builds images: the Status answer's metadata is used.
+GRPC_NO_MODEL_YAML = Run(
+    "grpc-no-model-yaml",
+    ("--model-protocol=grpc", "--model-image", "{image[grpc-no-model-yaml]}", WITH_DATA),
+    cost=8,
+)
 # A gRPC image checked as HTTP, and the HTTP sample checked as gRPC: one line, not evaluated.
 GRPC_AS_HTTP = Run("grpc-as-http", ("--model-image", image("grpc-langid"), WITH_DATA), cost=3)
 HTTP_AS_GRPC = Run("http-as-grpc", ("--model-protocol=grpc", "--model-image", LANGID_ARG, WITH_DATA), cost=3)

@@ -175,11 +175,12 @@ def engine2_client(engine2: second_engine.SecondEngine) -> Iterator[docker.Docke
 
 @pytest.fixture(scope="session")
 def local_samples(local: docker.DockerClient) -> list[str]:
-    """Every sample, in the local engine (built if missing)."""
-    missing = [s.name for s in SAMPLES if not image_present(local, s.tag)]
+    """Every HTTP sample and the conformant gRPC one, in the local engine (built if missing)."""
+    loaded = [*SAMPLES, *(s for s in build.GRPC_SAMPLES if s.name == "grpc-langid")]
+    missing = [s.name for s in loaded if not image_present(local, s.tag)]
     if missing:
         build.build_all(local, missing)
-    return [s.tag for s in SAMPLES]
+    return [s.tag for s in loaded]
 
 
 @pytest.fixture(scope="session")
@@ -312,6 +313,33 @@ def test_every_sample_gets_the_same_verdict_on_both_engines(
             death_is_seen(run.report["checks"], exit_code=TIMING[sample])
     else:
         assert there.outcomes == here.outcomes, there.stdout
+    assert f"engine: {engine2.url} (DOCKER_HOST, remote)" in there.stdout
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("how", ["tag", "tar"])
+def test_the_grpc_sample_gets_the_same_verdict_on_both_engines(
+    how: str,
+    samples: list[str],
+    engine2: second_engine.SecondEngine,
+    after_runs: list[int],
+    tmp_path: Path,
+) -> None:
+    tag = build.Sample("grpc-langid", "").tag
+    image = [f"--model-image={tag}"]
+    if how == "tar":
+        archive = tmp_path / "grpc-langid.tar"
+        client = docker.from_env()
+        with client, archive.open("wb") as out:
+            for chunk in client.images.get(tag).save(chunk_size=2**20):
+                out.write(chunk)
+        image = [f"--model-tar={archive}"]
+    data = f"--model-data={build.HERE / 'grpc_langid' / 'data'}"
+    here, there = both(tmp_path, engine2.env(), "--model-protocol=grpc", *image, data, *BOUNDS)
+    after_runs += [here.pid, there.pid]
+    assert (here.returncode, here.verdict) == (0, "conformant"), here.stdout
+    assert (there.returncode, there.verdict) == (0, "conformant"), there.stdout
+    assert there.outcomes == here.outcomes, there.stdout
     assert f"engine: {engine2.url} (DOCKER_HOST, remote)" in there.stdout
 
 

@@ -452,7 +452,9 @@ def test_every_grpc_sample_is_exercised_here() -> None:
         "grpc-broken-batch-order",
         "grpc-broken-shutdown-143",
         "grpc-broken-never-exits",
+        "grpc-shutdown-drops",
     }
+    assert set(GRPC_FAILURES) | {"grpc-langid", "grpc-shutdown-drops"} == {s.name for s in build.GRPC_SAMPLES}
     assert set(build.SAMPLES) == set(build.HTTP_SAMPLES) | set(build.GRPC_SAMPLES)
 
 
@@ -525,6 +527,33 @@ def test_each_broken_grpc_sample_fails_exactly_its_checks(harness: HarnessRuns, 
     for check_id, phrase in GRPC_FAILURES[name].items():
         assert phrase in result.checks()[check_id]["message"], result.checks()[check_id]
     assert result.with_outcome("error") == set()
+
+
+@pytest.mark.harness(runs.GRPC_RUNS["grpc-shutdown-drops"])
+def test_a_grpc_model_that_drops_the_connection_on_shutdown_and_exits_0_conforms(
+    harness: HarnessRuns,
+) -> None:
+    result = harness(runs.GRPC_RUNS["grpc-shutdown-drops"])
+    assert result.returncode == 0, result
+    assert result.outcomes() == dict.fromkeys(GRPC_CHECKS, "passed")
+    assert result.checks()["shutdown.response"]["answer"] == "dropped"
+
+
+@pytest.mark.harness(runs.GRPC_NO_MODEL_YAML)
+def test_without_model_yaml_the_status_answer_gives_the_metadata(harness: HarnessRuns) -> None:
+    result = harness(runs.GRPC_NO_MODEL_YAML)
+    assert result.returncode == 0, result
+    outcomes = result.outcomes()
+    assert {c for c, o in outcomes.items() if o == "skipped"} == {"image.model-yaml", "status.metadata"}, (
+        outcomes
+    )
+    assert all(outcomes[c] == "passed" for c in GRPC_CHECKS - {"image.model-yaml", "status.metadata"}), (
+        outcomes
+    )
+    assert (
+        "the battery uses the Status answer's metadata (inputs ['input.txt']"
+        in (result.checks()["status.metadata"]["message"])
+    )
 
 
 @pytest.mark.harness(runs.GRPC_AS_HTTP, runs.HTTP_AS_GRPC)

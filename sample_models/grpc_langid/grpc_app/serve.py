@@ -168,6 +168,9 @@ class Model:
 
     def Shutdown(self, _request: Any, _context: Any) -> Any:
         log("Shutdown: stopping")
+        if self.variant == "grpc-shutdown-drops":
+            log("stopped, without answering")
+            os._exit(0)  # the connection ends as the process does: conformant too
         if self.variant != "grpc-broken-never-exits":
             self.stop.set()  # the main thread stops the server once this answer is sent
         return grpcwire.ShutdownResponse(status_code=200, status="OK", message="shutting down")
