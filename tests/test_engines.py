@@ -330,7 +330,7 @@ def test_the_grpc_sample_gets_the_same_verdict_on_both_engines(
     if how == "tar":
         archive = tmp_path / "grpc-langid.tar"
         client = docker.from_env()
-        with client, archive.open("wb") as out:
+        with contextlib.closing(client), archive.open("wb") as out:
             for chunk in client.images.get(tag).save(chunk_size=2**20):
                 out.write(chunk)
         image = [f"--model-tar={archive}"]
