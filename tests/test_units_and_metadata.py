@@ -226,3 +226,25 @@ def test_an_unreachable_engine_is_explained_by_the_os_error_at_its_root() -> Non
     assert reason(wrapped(ConnectionRefusedError(111, "x"))).startswith("no engine answers")
     # The words alone decide nothing: a message that merely mentions them is quoted as it is.
     assert reason(Exception("Permission denied by the registry")) == "Permission denied by the registry"
+
+
+def test_the_grpc_variant_without_its_extra_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from harness import contracts
+
+    assert contracts.available("grpc") is None  # the dev install has the extra
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert (
+        contracts.available("grpc")
+        == "the gRPC variant needs the grpc extra: pip install 'psc-model-harness[grpc]'"
+    )
+    assert contracts.available("http") is None
+
+
+def test_a_model_yaml_of_the_grpc_variant_is_read_with_its_batch_size() -> None:
+    text = (build.HERE / "grpc_langid" / "model.yaml").read_text()
+    found = parse_metadata(text, "model.yaml")
+    assert (found.protocol, found.max_batch_size) == ("grpc", 4)
+    with pytest.raises(SetupError, match=r"type must be file with specification '0\.3'"):
+        parse_metadata(text.replace("type: grpc", "type: file"), "model.yaml")
