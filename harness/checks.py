@@ -184,11 +184,16 @@ def run_example(case: casedata.Case, ctx: CheckContext) -> None:
 
 
 def judge_outputs(
-    ctx: CheckContext, case: casedata.Case, written: Callable[[str], OutputFile], route: str
+    ctx: CheckContext,
+    case: casedata.Case,
+    written: Callable[[str], OutputFile],
+    route: str,
+    rule: str | None = None,
 ) -> None:
     """The outputs the model wrote for an example against its expected files: equal (JSON as
     values, within any tolerance, or as the author's comparator says), else a finding that
-    shows every difference and keeps what the model wrote."""
+    shows every difference and keeps what the model wrote (``rule``: the check's own, when the
+    comparison serves another rule than the test data's)."""
     metadata = ctx.metadata
     assert metadata is not None
     expected = ctx.declared.case_outputs(case)
@@ -230,7 +235,7 @@ def judge_outputs(
             actual += f"\nthe outputs the model wrote: {', '.join(kept)} (in {options.report_dir})"
         if problems:
             actual += f"\noutputs not kept: {'; '.join(problems)}"
-    raise ctx.finding(route, first.expected, actual, first.rule)
+    raise ctx.finding(route, first.expected, actual, rule or first.rule)
 
 
 @check(

@@ -283,7 +283,7 @@ def run_batch(ctx: CheckContext) -> None:
         zip(cases, require_items(ctx, exchange, len(cases), "grpc-batch"), strict=True)
     ):
         files = require_success(ctx, item, f"item {index} ({case.name})", "grpc-batch")
-        judge_outputs(ctx, case, _reader(files), f"{RUN} item {index}")
+        judge_outputs(ctx, case, _reader(files), f"{RUN} item {index}", "grpc-batch")
 
 
 @check("run.mixed-batch", rule="grpc-batch", phase=Phase.RUN)
@@ -302,7 +302,7 @@ def run_mixed_batch(ctx: CheckContext) -> None:
     require_failure(ctx, middle, f"item 1 ({bad.name})", ctx.declared.case_message(bad), "grpc-batch")
     for index, case, item in ((0, good[0], first), (2, good[1], last)):
         files = require_success(ctx, item, f"item {index} ({case.name})", "grpc-batch")
-        judge_outputs(ctx, case, _reader(files), f"{RUN} item {index}")
+        judge_outputs(ctx, case, _reader(files), f"{RUN} item {index}", "grpc-batch")
 
 
 @check("run.max-size", rule="grpc-run", phase=Phase.RUN)

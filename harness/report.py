@@ -211,8 +211,8 @@ def _meaning(name: str, entry: dict[str, Any]) -> str:
         return "the load step under way when the run stopped"
     if name == "loadStatus":
         return {
-            READY: "how the load ended: the model answered <code>GET /status</code> with 200 "
-            "within the status timeout",
+            READY: "how the load ended: the model answered <code>GET /status</code> "
+            "(gRPC: <code>Status</code>) with 200 within the status timeout",
             FAILED: "how the load ended: it failed, <code>technicalInformation</code> says why",
             NOT_STARTED: "no container was started",
         }.get(status, "the run stopped during this load step")
@@ -225,8 +225,8 @@ def _meaning(name: str, entry: dict[str, Any]) -> str:
     if name == "loadPercentage":
         return (
             "how far the load got, not a score: 0 at the upload, 33 once the container is started, "
-            "66 while <code>GET /status</code> is checked, 100 only when ready; a failed load keeps "
-            "the percentage of the step it failed in"
+            "66 while <code>GET /status</code> (gRPC: <code>Status</code>) is checked, 100 only when "
+            "ready; a failed load keeps the percentage of the step it failed in"
         )
     if name == "containerImageSize":
         return "the image's size in the Docker engine"
@@ -243,7 +243,8 @@ def _load_caption(entry: dict[str, Any]) -> str:
         "The platform takes an image in through these steps, each named with the percentage "
         "of the load reached when it begins: 1 <code>Uploading container image</code> 0%, "
         "2 <code>Loading model '&lt;name&gt;'</code> 33% (the container is created and started), "
-        "3 <code>Checking status endpoint</code> 66% (<code>GET /status</code> until it answers 200), "
+        "3 <code>Checking status endpoint</code> 66% (<code>GET /status</code>, or gRPC "
+        "<code>Status</code>, until it answers 200), "
         "then 4 <code>Ready</code> 100%, or 4 <code>Failed</code> at the percentage the load had "
         "reached. A percentage is how far the load got, not a score. The time after each bar is "
         "how long the step took here."
