@@ -211,8 +211,8 @@ def _meaning(name: str, entry: dict[str, Any]) -> str:
         return "the load step under way when the run stopped"
     if name == "loadStatus":
         return {
-            READY: "how the load ended: the model answered <code>GET /status</code> "
-            "(gRPC: <code>Status</code>) with 200 within the status timeout",
+            READY: "how the load ended: the model answered <code>GET /status</code> with 200 "
+            "(gRPC: <code>Status</code>, <code>status_code</code> 200) within the status timeout",
             FAILED: "how the load ended: it failed, <code>technicalInformation</code> says why",
             NOT_STARTED: "no container was started",
         }.get(status, "the run stopped during this load step")
