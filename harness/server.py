@@ -58,7 +58,8 @@ class ModelServer:
         timeout: float | None = None,
     ) -> Exchange:
         """One HTTP exchange with the model (default timeout: the run timeout), bounded as the
-        battery's are: its ``status``, ``headers``, ``body`` and ``json()``."""
+        battery's are: its ``status``, ``headers``, ``body`` and ``json()``. The HTTP contract's
+        only (gRPC: ``transport``)."""
         return self._run.request(method, path, body=body, headers=headers, timeout=timeout)
 
     def run_job(
@@ -66,6 +67,12 @@ class ModelServer:
     ) -> JobResult:
         """POST /run on these input files (name -> content or file): the exchange and the outputs."""
         return self._run.run_job(inputs, name="author", payload=payload)
+
+    @property
+    def transport(self) -> Transport:
+        """The model's own client: ``harness.http.ModelClient``, or for the gRPC variant
+        ``harness.grpcclient.GrpcModelClient`` (its ``status``, ``run`` and ``shutdown`` calls)."""
+        return self._client()
 
     def _client(self) -> Transport:
         transport = self._run.require_ready().transport

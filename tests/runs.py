@@ -1200,6 +1200,24 @@ GRPC_RUNS = {sample.name: grpc_run(sample.name) for sample in build.GRPC_SAMPLES
 GRPC_FROM_TAR = Run(
     "grpc-langid-tar", ("--model-protocol=grpc", "--model-tar={tar[grpc-langid]}", WITH_DATA), cost=6
 )
+# An author's own test of a gRPC model, through the model_server facade's transport.
+GRPC_AUTHOR_TESTS = """
+def test_status_through_the_transport(model_server):
+    answer = model_server.transport.status(timeout=10)
+    assert answer.ok and answer.message.status_code == 200
+    assert [i.filename for i in answer.message.inputs] == list(model_server.metadata.inputs)
+
+
+def test_a_run_through_the_transport(model_server):
+    answer = model_server.transport.run([{"input.txt": b"the cat sat on the mat"}], timeout=10)
+    assert answer.ok and len(answer.message.outputs) == 1 and answer.message.outputs[0].success
+"""
+GRPC_AUTHOR = Run(
+    "grpc-author",
+    ("--model-protocol=grpc", "--model-image", image("grpc-langid")),
+    files=(("work/test_author.py", GRPC_AUTHOR_TESTS),),
+    cost=4,
+)
 # Without model.yaml, as chassis builds images: the Status answer's metadata is used.
 GRPC_NO_MODEL_YAML = Run(
     "grpc-no-model-yaml",

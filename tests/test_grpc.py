@@ -556,6 +556,14 @@ def test_without_model_yaml_the_status_answer_gives_the_metadata(harness: Harnes
     )
 
 
+@pytest.mark.harness(runs.GRPC_AUTHOR)
+def test_an_authors_own_tests_reach_a_grpc_model_through_the_fixture(harness: HarnessRuns) -> None:
+    result = harness(runs.GRPC_AUTHOR)
+    assert result.returncode == 0, result
+    assert "test_author.py::test_status_through_the_transport PASSED" in result.stdout, result
+    assert "test_author.py::test_a_run_through_the_transport PASSED" in result.stdout, result
+
+
 @pytest.mark.harness(runs.GRPC_AS_HTTP, runs.HTTP_AS_GRPC)
 @pytest.mark.parametrize(
     ("run", "says"),
