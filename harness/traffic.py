@@ -50,6 +50,7 @@ class Traffic:
         self.life.busy()
         with timed(steps, *next(number)) as details:
             exchange = container.transport.post_json("/run", job, timeout=self.budget.run_timeout)
+            self.life.ran()
             self.life.lifetime.cite(exchange)
             rehearsal = self.life.rehearsal
             if exchange.answered and rehearsal is not None:
