@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 from html import escape
 from typing import Any
 
@@ -10,7 +12,7 @@ import pytest
 
 from harness import report
 from harness.lifetime import explaining_line
-from harness.rehearsal import Rehearsal, ResourceFigures, Timing
+from harness.rehearsal import Rehearsal, ResourceFigures, ResourceSampler, Timing
 from harness.units import parse_engine_time
 from tests import runs
 from tests.harness_runs import HarnessRuns
@@ -138,6 +140,49 @@ def test_a_peak_near_the_declared_memory_is_a_warning_and_an_orange_bar() -> Non
     html = report.rehearsal_html(found.as_dict(), found.warnings())
     assert "#bc4c00" in html and "high-water mark" in html
     assert found.as_dict()["memory"]["peakSource"] == found.resources.peak_source()
+
+
+class SlowStats:
+    """A container whose engine answers each stats read at its next collection, when released."""
+
+    container_id = "a"
+    engine_started_at = None
+
+    def __init__(self) -> None:
+        self.asked: list[float] = []
+        self.collect = threading.Event()
+        self.high_water = 60 * MIB
+
+    def stats(self, timeout: float) -> dict[str, Any] | None:
+        self.asked.append(time.monotonic())
+        if not self.collect.wait(timeout):
+            return None
+        return stats("2026-12-01T21:51:06.5Z", 50 * MIB, 0.3, max_usage=self.high_water)
+
+
+def test_the_read_after_the_last_run_is_started_when_it_ends_and_not_asked_again() -> None:
+    engine = SlowStats()
+    figures = ResourceFigures()
+    sampler = ResourceSampler(engine, figures)  # type: ignore[arg-type]  # never started: no periodic reads
+    sampler.after_run()
+    sampler.after_run()  # the last /run: a read starts at once, before the shutdown
+    assert len(engine.asked) == 2
+    engine.high_water = 250 * MIB  # the engine's collection comes after the last /run
+    threading.Timer(0.2, engine.collect.set).start()
+    sampler.final()  # waits for that read, asks for no other
+    assert len(engine.asked) == 2
+    assert figures.final_read and figures.peak_bytes == 250 * MIB and figures.peak_from_high_water
+    sampler.after_run()  # after final(): nothing asked, nothing counted
+    assert len(engine.asked) == 2 and figures.samples == 2
+
+
+def test_without_a_read_started_after_the_last_run_the_final_read_is_made_then() -> None:
+    engine = SlowStats()
+    engine.collect.set()
+    figures = ResourceFigures()
+    sampler = ResourceSampler(engine, figures)  # type: ignore[arg-type]
+    sampler.final()  # no /run: one read, as before
+    assert len(engine.asked) == 1 and figures.final_read
 
 
 def test_engine_times() -> None:
