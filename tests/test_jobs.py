@@ -293,6 +293,36 @@ def test_on_a_local_engine_anything_but_a_regular_file_is_left_to_the_engine(tmp
         assert found is None
 
 
+@pytest.mark.docker
+def test_a_local_engine_reads_a_regular_output_without_the_engine() -> None:
+    import docker
+
+    from harness.labels import labels
+    from sample_models import build
+
+    client = docker.from_env(version="auto")
+    with ModelContainer(client, build.CONFORMANT.tag, labels=labels("jobs-test")) as container:
+        assert container.container is not None
+        dirs = jobs.stage(container, {"input.txt": b"Bonjour"})
+        written = (
+            f"printf hi > {dirs.output_dir}/results.json && ln -s /etc/hostname {dirs.output_dir}/link.json"
+        )
+        assert container.container.exec_run(["sh", "-c", written]).exit_code == 0
+        asked: list[str] = []
+        through_the_engine = container.read_archive
+
+        def read_archive(path: str) -> Any:
+            asked.append(path)
+            return through_the_engine(path)
+
+        container.read_archive = read_archive  # type: ignore[method-assign]
+        outputs = jobs.read_outputs(container, dirs.output_dir, {"results.json": 0, "link.json": 0})
+    client.close()
+    assert outputs["results.json"].content == b"hi"
+    assert outputs["link.json"].kind == "link" and outputs["link.json"].link_target == "/etc/hostname"
+    assert asked == [f"{dirs.output_dir}/link.json"]  # the file read from the host, the link by the engine
+
+
 # -- real images ---------------------------------------------------------------------------------------
 
 RUN_EXAMPLES = {c for c in CHECKS_MINI if c.startswith("run.example[")}  # these runs have one case
