@@ -2,10 +2,11 @@
 
 While the battery runs, a sampler reads the container's memory and CPU use from the
 engine (its one-shot stats endpoint, which answers at its next collection, within about a
-second), and once more after each /run for the cgroup's high-water mark (the read after the
-last one holds a /run too short for any sample); the figures
-are set against what model.yaml declares, and the timings against the timeouts. What fails an image and
-what is only a warning is written in docs/contract.md#rehearsal.
+second; a local engine's figures are read at once from the container's cgroup), and once
+more after each /run for the cgroup's high-water mark (the read after the last one holds
+a /run too short for any sample); the figures are set against what model.yaml declares,
+and the timings against the timeouts. What fails an image and what is only a warning is
+written in docs/contract.md#rehearsal.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from harness import report
+from harness.dockerengine import localfs
 from harness.lifetime import explaining_line
 from harness.rehearsal import Rehearsal, ResourceFigures, ResourceSampler, Timing
 from harness.units import parse_engine_time
@@ -185,6 +187,12 @@ def test_without_a_read_started_after_the_last_run_the_final_read_is_made_then()
     assert len(engine.asked) == 1 and figures.final_read
 
 
+def test_figures_from_a_cgroup_are_only_those_of_the_containers_own_group() -> None:
+    # This process's groups do not hold that id: a reused PID is never read as the container.
+    assert localfs.cgroup_stats(os.getpid(), "0123456789abcdef" * 4) is None
+    assert localfs.cgroup_stats(0, "0123456789abcdef") is None
+
+
 def test_engine_times() -> None:
     assert parse_engine_time("0001-01-01T00:00:00Z") is None
     assert parse_engine_time("soon") is None
@@ -206,6 +214,38 @@ def test_the_explaining_line_is_an_exceptions_last_line() -> None:
 
 
 # -- against real images ------------------------------------------------------------------------------
+
+
+@pytest.mark.docker
+def test_on_a_local_engine_the_figures_are_the_engines_read_at_once() -> None:
+    import docker
+
+    from harness.dockerengine import calls
+    from sample_models import build
+
+    client = docker.from_env(version="auto")
+    container = client.containers.run(
+        build.CONFORMANT.tag, detach=True, environment={"PSC_MODEL_PORT": "23459"}, mem_limit=256 * MIB
+    )
+    try:
+        container.reload()
+        time.sleep(1)  # idle: the engine's figures and the cgroup's agree
+        began = time.monotonic()
+        local = localfs.cgroup_stats(container.attrs["State"]["Pid"], str(container.id))
+        took = time.monotonic() - began
+        engine = calls.stats(client, container, 5.0)
+    finally:
+        container.remove(force=True)
+        client.close()
+    assert local is not None and engine is not None
+    assert took < 0.1  # the engine answers at its next collection, up to a second away
+    for figures in (ResourceFigures(), ResourceFigures()):
+        assert figures.count(local, "a") == pytest.approx(figures.count(engine, "a"), rel=0.05)
+    # A high-water mark where the engine gives one (cgroup v1), none where it does not (v2).
+    ours, theirs = local["memory_stats"].get("max_usage"), engine["memory_stats"].get("max_usage")
+    assert (ours is None) == (theirs is None)
+    assert theirs is None or ours == pytest.approx(theirs, rel=0.05)
+    assert parse_engine_time(local["read"]) == pytest.approx(parse_engine_time(engine["read"]), abs=2)
 
 
 @pytest.mark.docker

@@ -24,7 +24,7 @@ from ..runtime import Limits
 from ..transport import Transport
 from . import calls
 from .engine import Engine, resolve
-from .localfs import ContainerRoot
+from .localfs import ContainerRoot, cgroup_stats
 
 EXIT_WAIT = 600.0  # seconds of one wait request for the container's exit, asked again after
 PIDS_LIMIT = 1024  # always: a fork bomb stays inside the container
@@ -203,7 +203,16 @@ class ModelContainer:
         return self._exit.wait(timeout) if self._exit is not None else None
 
     def stats(self, timeout: float) -> dict[str, Any] | None:
-        return calls.stats(self._client, self.container, timeout) if self.container is not None else None
+        """The engine's figures of the container: on a local engine read at once from its cgroup
+        (localfs.cgroup_stats), else asked of the engine, which answers at its next collection."""
+        if self.container is None:
+            return None
+        if self.engine.local and self.started:
+            pid = (self.container.attrs.get("State") or {}).get("Pid")
+            found = cgroup_stats(pid, str(self.container.id)) if isinstance(pid, int) else None
+            if found is not None:
+                return found
+        return calls.stats(self._client, self.container, timeout)
 
     def kill(self) -> None:
         if self.container is not None:
