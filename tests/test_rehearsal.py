@@ -229,22 +229,22 @@ def test_on_a_local_engine_the_figures_are_the_engines_read_at_once() -> None:
     )
     try:
         container.reload()
-        time.sleep(1)  # idle: the engine's figures and the cgroup's agree
+        time.sleep(2)  # ready and idle: its figures hold still
+        engine = calls.stats(client, container, 5.0)  # collected just before its answer
         began = time.monotonic()
         local = localfs.cgroup_stats(container.attrs["State"]["Pid"], str(container.id))
         took = time.monotonic() - began
-        engine = calls.stats(client, container, 5.0)
     finally:
         container.remove(force=True)
         client.close()
     assert local is not None and engine is not None
     assert took < 0.1  # the engine answers at its next collection, up to a second away
     for figures in (ResourceFigures(), ResourceFigures()):
-        assert figures.count(local, "a") == pytest.approx(figures.count(engine, "a"), rel=0.05)
+        assert figures.count(local, "a") == pytest.approx(figures.count(engine, "a"), rel=0.1)
     # A high-water mark where the engine gives one (cgroup v1), none where it does not (v2).
     ours, theirs = local["memory_stats"].get("max_usage"), engine["memory_stats"].get("max_usage")
     assert (ours is None) == (theirs is None)
-    assert theirs is None or ours == pytest.approx(theirs, rel=0.05)
+    assert theirs is None or ours == pytest.approx(theirs, rel=0.1)
     assert parse_engine_time(local["read"]) == pytest.approx(parse_engine_time(engine["read"]), abs=2)
 
 
