@@ -224,9 +224,10 @@ def remote(runs: int, work: Path, baseline_python: str | None) -> dict[str, Any]
 def readiness(runs: int, work: Path, testcontainers_python: str | None) -> dict[str, Any]:
     image = "psc-samples/langid-slow-start:latest"
     (work / "test_ready_log.py").write_text(
-        "from pathlib import Path\n\n"
+        "from pathlib import Path\n\nimport docker\n\n"
         "def test_keep_ready_log(model_server):\n"
-        "    Path('ready.log').write_bytes(model_server.container.container.logs())\n"
+        "    logs = docker.from_env(version='auto').containers.get(model_server.container_id).logs()\n"
+        "    Path('ready.log').write_bytes(logs)\n"
     )
 
     def harness() -> float:
