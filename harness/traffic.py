@@ -67,7 +67,7 @@ class Traffic:
         )
         if exchange.status == 200 and exchange.answered:
             # Outputs are recorded after a success, as on the platform; an error's are read
-            # only if asked for (each read of an output costs the engine a mount).
+            # only if asked for (through the engine, each read of an output costs it a mount).
             with timed(steps, *next(number)) as details:
                 details["outputs"] = sorted(n for n, o in result.outputs.items() if o.exists())
             number_, name_, percentage = next(number)
