@@ -8,7 +8,9 @@ writes next to its input finds no output directory there.
 An output is a regular file directly inside the job's output directory; a link, a
 directory or a special file is reported as what it is, and never followed. Each declared
 output is read on its own (one archive of that path: a hard link is sent as the file it
-is), and the directory's other entries are only listed, header by header, never read.
+is; on a local engine a regular file is read from the host instead, as safely: see
+dockerengine/localfs.py), and the directory's other entries are only listed, header by
+header, never read.
 """
 
 from __future__ import annotations
@@ -198,7 +200,8 @@ def collect(
 def read_outputs(
     container: ModelProcess, output_dir: str, caps: Mapping[str, int], default_cap: int = OUTPUT_KEEP
 ) -> dict[str, OutputFile]:
-    """Each declared output, read from an archive of its own path: one engine call per output.
+    """Each declared output, read from an archive of its own path: one engine call per output
+    (none for a regular file on a local engine).
 
     A file is held whole only when it is within its cap (its declared maxSize, at most
     OUTPUT_KEEP); a larger one is measured and hashed as it streams by, or, past
@@ -214,6 +217,12 @@ def read_outputs(
 def read_output(container: ModelProcess, output_dir: str, name: str, cap: int) -> OutputFile:
     if "/" in name or name in ("", ".", ".."):
         raise ValueError(f"an output is a file name, not a path: {name!r}")
+    # A regular file, on a local engine: read from the host without an engine call.
+    with container.read_file(f"{output_dir}/{name}") as local:
+        if local is not None:
+            found = _local_entry(local[1], local[0], name, cap)
+            if found is not None:
+                return found
     # The engine archives the path itself without following it: a link or a FIFO is one
     # header, a directory is judged by its first member, and the stream is closed there.
     with container.read_archive(f"{output_dir}/{name}") as archive:
@@ -268,6 +277,28 @@ def _entry(archive: tarfile.TarFile, member: tarfile.TarInfo, name: str, cap: in
     digest = hashlib.sha256()
     kept = bytearray() if member.size <= cap else None
     for chunk in iter(lambda: _read(stream), b""):
+        digest.update(chunk)
+        if kept is not None:
+            kept += chunk
+    entry.sha256 = digest.hexdigest()
+    entry.content = bytes(kept) if kept is not None else None
+    return entry
+
+
+def _local_entry(stream: IO[bytes], size: int, name: str, cap: int) -> OutputFile | None:
+    """A regular file read as the archive's member would be: ``size`` bytes at most (None
+    when it shrank meanwhile: the engine's archive then tells what it is)."""
+    entry = OutputFile(name, "file", size=size)
+    if size > OUTPUT_SKIP:
+        return entry
+    digest = hashlib.sha256()
+    kept = bytearray() if size <= cap else None
+    left = size
+    while left:
+        chunk = stream.read(min(256 * 1024, left))
+        if not chunk:
+            return None
+        left -= len(chunk)
         digest.update(chunk)
         if kept is not None:
             kept += chunk

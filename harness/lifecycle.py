@@ -159,6 +159,11 @@ class ModelLife:
         if self.sampler is not None:
             self.sampler.mark_busy()
 
+    def ran(self) -> None:
+        """A /run exchange ended: the sampler reads after it (ResourceSampler.after_run)."""
+        if self.sampler is not None:
+            self.sampler.after_run()
+
     def out_of_memory(self) -> str:
         """An out-of-memory kill, against the declared memory, with the peak seen before it."""
         declared = self.budget.limits.memory_bytes
@@ -176,7 +181,8 @@ class ModelLife:
             assert container.transport is not None
             if self.sampler is not None:
                 # The figures of the running model, not of its way out; the high-water mark
-                # read now holds a /run too short for any sample.
+                # read after the last /run (started then, often done by now) holds a /run too
+                # short for any sample.
                 self.sampler.final()
             # One deadline covers the answer and the exit.
             timeout = self.budget.shutdown_timeout

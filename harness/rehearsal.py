@@ -2,9 +2,11 @@
 
 While the battery runs, a sampler reads the container's memory and CPU use from the
 engine (its one-shot stats endpoint, which answers at its next collection, within about a
-second), and once more after the last /run for the cgroup's high-water mark; the figures
-are set against what model.yaml declares, and the timings against the timeouts. What fails an image and
-what is only a warning is written in docs/contract.md#rehearsal.
+second; a local engine's figures are read at once from the container's cgroup), and once
+more after each /run for the cgroup's high-water mark (the read after the last one holds
+a /run too short for any sample); the figures are set against what model.yaml declares,
+and the timings against the timeouts. What fails an image and what is only a warning is
+written in docs/contract.md#rehearsal.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ SAMPLE_EVERY = 0.5  # seconds between two reads of the container's stats
 STATS_DEADLINE = 5.0  # the longest one stats read may take (the engine answers within its cycle, ~1 s)
 MIN_CPU_SPAN = 0.5  # seconds between the two points (the start, reads) an average CPU use rests on, at least
 CPU_SLACK = 0.1  # CPUs: the quota is enforced per 100 ms period, the reads' times are not exact
+MAX_READS_AFTER_RUNS = 8  # reads after /run answers under way at once, at most
 NEAR_MEMORY = 0.8  # a peak above this share of the declared memory is a warning
 TEXT_TYPES = ("text/plain", "text/csv", "text/markdown")
 
@@ -134,7 +137,8 @@ def _inactive_file(memory: dict[str, Any], usage: int) -> int:
 
 
 class ResourceSampler:
-    """Reads the container's stats every SAMPLE_EVERY seconds on a thread of its own."""
+    """Reads the container's stats every SAMPLE_EVERY seconds on a thread of its own, and once
+    after each /run answered (see ``after_run``)."""
 
     def __init__(
         self, container: ModelProcess, figures: ResourceFigures, every: float = SAMPLE_EVERY
@@ -146,6 +150,12 @@ class ResourceSampler:
         self._busy = threading.Event()  # a job was sent since ready
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # the sampler's reads and the final one count one at a time
+        self._read_done = threading.Condition(self._lock)  # a read after a /run ended
+        self._closed = False  # no read counts any more
+        self._runs = 0  # /run exchanges so far
+        self._runs_asked = 0  # the most of them a read after a /run was started after
+        self._runs_read = 0  # the most of them a counted read was started after
+        self._reads_under_way = 0  # reads after a /run not ended yet
         self.figures = figures  # shared by the samplers of a model that is started again
 
     def start(self) -> None:
@@ -164,7 +174,7 @@ class ResourceSampler:
                 self.figures.at_ready_bytes = working
             self._stop.wait(self._every)
 
-    def sample(self, *, final: bool = False) -> int | None:
+    def sample(self, *, final: bool = False, after_run: bool = False) -> int | None:
         """Read the stats once; the working set now, or None when they cannot be read."""
         container_id = self._container.container_id
         if container_id is None:
@@ -173,16 +183,63 @@ class ResourceSampler:
         if stats is None:
             return None
         with self._lock:
-            if self._stop.is_set() and not final:
+            if self._closed or (self._stop.is_set() and not (final or after_run)):
                 return None  # the model is being stopped: its way out is not what it uses
             started = self._container.engine_started_at
             return self.figures.count(stats, container_id, final=final, started=started)
 
+    def after_run(self) -> None:
+        """A /run exchange ended: a read starts now, on a thread of its own, so that the read
+        after the last /run is under way (often done) when the model is to be shut down.
+
+        The engine answers a stats read at its next collection, up to a second away: started
+        here, that wait overlaps the checks that follow instead of delaying /shutdown.
+        """
+        with self._lock:
+            if self._closed or self._stop.is_set():
+                return
+            self._runs += 1
+            if self._reads_under_way >= MAX_READS_AFTER_RUNS:
+                return  # a flood of short jobs: final() reads itself
+            self._reads_under_way += 1
+            self._runs_asked = self._runs
+            runs = self._runs
+        threading.Thread(
+            target=self._read_after_run, args=(runs,), name="psc-harness-after-run", daemon=True
+        ).start()
+
+    def _read_after_run(self, runs: int) -> None:
+        counted = False
+        try:
+            counted = self.sample(after_run=True) is not None
+        finally:
+            with self._lock:
+                self._reads_under_way -= 1
+                if counted:
+                    self._runs_read = max(self._runs_read, runs)
+                self._read_done.notify_all()
+
     def final(self) -> None:
-        """Stop sampling, then one last read, synchronous and bounded: the high-water mark after
-        the last /run, whatever the model's speed (a short peak falls between two samples)."""
-        self.stop()
-        self.sample(final=True)
+        """Stop sampling; then the high-water mark after the last /run, whatever the model's
+        speed (a short peak falls between two samples), synchronous and bounded: the read
+        started after the last /run if it is counted by then, else one last read now."""
+        deadline = time.monotonic() + STATS_DEADLINE
+        with self._lock:
+            self._stop.set()
+            self._thread = None
+            if self._runs and self._runs_asked == self._runs:
+                while self._runs_read < self._runs and self._reads_under_way:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._read_done.wait(left)
+            done = bool(self._runs) and self._runs_read == self._runs
+            if done:
+                self.figures.final_read = True
+        if not done:
+            self.sample(final=True)
+        with self._lock:
+            self._closed = True  # a read still under way ends on its own, not counted
 
     def mark_ready(self) -> None:
         """The next sample is the memory at ready (taken by the sampler, not by the caller)."""
@@ -196,6 +253,7 @@ class ResourceSampler:
         """Stop sampling; a read under way ends on its own, its figures no longer counted."""
         with self._lock:
             self._stop.set()
+            self._closed = True
         self._thread = None
 
 

@@ -55,6 +55,7 @@ class Traffic:
         self.life.busy()
         with timed(steps, *next(number)) as details:
             exchange = http.post_json("/run", job, timeout=self.budget.run_timeout)
+            self.life.ran()
             self.life.lifetime.cite(exchange)
             rehearsal = self.life.rehearsal
             if exchange.answered and rehearsal is not None:
@@ -71,7 +72,7 @@ class Traffic:
         )
         if exchange.status == 200 and exchange.answered:
             # Outputs are recorded after a success, as on the platform; an error's are read
-            # only if asked for (each read of an output costs the engine a mount).
+            # only if asked for (through the engine, each read of an output costs it a mount).
             with timed(steps, *next(number)) as details:
                 details["outputs"] = sorted(n for n, o in result.outputs.items() if o.exists())
             number_, name_, percentage = next(number)
@@ -107,6 +108,7 @@ class Traffic:
         next(number)  # no files to fetch: the inputs travel in the request
         with timed(steps, *next(number)) as details:
             exchange = send(transport, self.budget.run_timeout)
+            self.life.ran()
             self.life.lifetime.cite(exchange)
             rehearsal = self.life.rehearsal
             if exchange.answered and rehearsal is not None:

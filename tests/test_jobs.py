@@ -6,15 +6,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import os
 import posixpath
 import tarfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
 from harness import jobs
 from harness.dockerengine.container import ModelContainer
+from harness.dockerengine.localfs import ContainerRoot
 from tests import runs
 from tests.expect import CHECKS_MINI
 from tests.harness_runs import HarnessRuns
@@ -89,6 +92,9 @@ class FakeEngine:
         self.streams.append(stream)
         with tarfile.open(fileobj=io.BufferedReader(stream), mode="r|*") as archive:
             yield archive
+
+    def read_file(self, path: str) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext(None)  # a remote engine: every read is an archive
 
     def put_archive(self, path: str, archive: Any) -> None:
         assert path == "/"
@@ -234,6 +240,87 @@ def test_the_listing_waits_until_it_is_asked_for() -> None:
     assert result.outputs == {}
     assert listed == []
     assert result.undeclared == ["a"] and result.undeclared == ["a"] and listed == [DIRS.output_dir]
+
+
+# -- a local engine: outputs read from the host, as safely ------------------------------------------
+
+
+class LocalRoot(FakeEngine):
+    """A container whose root the host can open (a directory standing in for /proc/<pid>/root)."""
+
+    def __init__(self, root: Path, archives: dict[str, list[Any]] | None = None) -> None:
+        super().__init__(archives or {})
+        self.root = ContainerRoot(os.open(root, os.O_PATH | os.O_DIRECTORY))
+
+    def read_file(self, path: str) -> contextlib.AbstractContextManager[tuple[int, Any] | None]:
+        return self.root.regular_file(path)
+
+
+def test_a_regular_output_on_a_local_engine_costs_no_engine_call(tmp_path: Path) -> None:
+    (tmp_path / OUT).mkdir()
+    (tmp_path / OUT / "results.json").write_bytes(RESULTS)
+    (tmp_path / OUT / "big.bin").write_bytes(bytes(100))
+    engine = LocalRoot(tmp_path)
+    outputs = jobs.read_outputs(engine.container(), DIRS.output_dir, {"results.json": 0, "big.bin": 10})
+    assert engine.calls == []
+    assert outputs["results.json"].content == RESULTS and outputs["results.json"].size == len(RESULTS)
+    assert outputs["results.json"].sha256 == hashlib.sha256(RESULTS).hexdigest()
+    assert outputs["big.bin"].content is None and outputs["big.bin"].size == 100  # over its cap: hashed only
+    assert outputs["big.bin"].sha256 == hashlib.sha256(bytes(100)).hexdigest()
+
+
+def test_on_a_local_engine_anything_but_a_regular_file_is_left_to_the_engine(tmp_path: Path) -> None:
+    secret = tmp_path / "host-secret"
+    secret.write_bytes(b"the host's")
+    (tmp_path / OUT).mkdir()
+    (tmp_path / OUT / "link.json").symlink_to(secret)
+    os.mkfifo(tmp_path / OUT / "fifo.json")  # opened for reading, it would block: never opened
+    (tmp_path / OUT / "dir.json").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "results.json").write_bytes(RESULTS)
+    names = ("link.json", "fifo.json", "dir.json", "missing.json")
+    engine = LocalRoot(tmp_path, {f"{DIRS.output_dir}/{n}": [member(n, kind=tarfile.SYMTYPE)] for n in names})
+    outputs = jobs.read_outputs(engine.container(), DIRS.output_dir, dict.fromkeys(names, 0))
+    assert engine.calls == [f"{DIRS.output_dir}/{n}" for n in names]  # each asked of the engine
+    assert all(o.kind == "link" for o in outputs.values())  # what the (fake) engine said, nothing read here
+    # A directory of the path that is a link, or a path with "..", is never walked either.
+    (tmp_path / "psc-out-linked").symlink_to(tmp_path / "elsewhere")
+    for path in ("/psc-out-linked/results.json", f"{DIRS.output_dir}/../elsewhere/results.json"):
+        with engine.root.regular_file(path) as found:
+            assert found is None, path
+    # Without the harness's own directory (another process's root), nothing is read either.
+    with LocalRoot(tmp_path / "elsewhere").root.regular_file(f"{DIRS.output_dir}/results.json") as found:
+        assert found is None
+
+
+@pytest.mark.docker
+def test_a_local_engine_reads_a_regular_output_without_the_engine() -> None:
+    import docker
+
+    from harness.labels import labels
+    from sample_models import build
+
+    client = docker.from_env(version="auto")
+    with ModelContainer(client, build.CONFORMANT.tag, labels=labels("jobs-test")) as container:
+        assert container.container is not None
+        dirs = jobs.stage(container, {"input.txt": b"Bonjour"})
+        written = (
+            f"printf hi > {dirs.output_dir}/results.json && ln -s /etc/hostname {dirs.output_dir}/link.json"
+        )
+        assert container.container.exec_run(["sh", "-c", written]).exit_code == 0
+        asked: list[str] = []
+        through_the_engine = container.read_archive
+
+        def read_archive(path: str) -> Any:
+            asked.append(path)
+            return through_the_engine(path)
+
+        container.read_archive = read_archive  # type: ignore[method-assign]
+        outputs = jobs.read_outputs(container, dirs.output_dir, {"results.json": 0, "link.json": 0})
+    client.close()
+    assert outputs["results.json"].content == b"hi"
+    assert outputs["link.json"].kind == "link" and outputs["link.json"].link_target == "/etc/hostname"
+    assert asked == [f"{dirs.output_dir}/link.json"]  # the file read from the host, the link by the engine
 
 
 # -- real images ---------------------------------------------------------------------------------------

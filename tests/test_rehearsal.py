@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
+import threading
+import time
 from html import escape
 from typing import Any
 
 import pytest
 
 from harness import report
+from harness.dockerengine import localfs
 from harness.lifetime import explaining_line
-from harness.rehearsal import Rehearsal, ResourceFigures, Timing
+from harness.rehearsal import Rehearsal, ResourceFigures, ResourceSampler, Timing
 from harness.units import parse_engine_time
 from tests import runs
 from tests.harness_runs import HarnessRuns
@@ -140,6 +144,64 @@ def test_a_peak_near_the_declared_memory_is_a_warning_and_an_orange_bar() -> Non
     assert found.as_dict()["memory"]["peakSource"] == found.resources.peak_source()
 
 
+class SlowStats:
+    """A container whose engine answers each stats read at its next collection, when released."""
+
+    container_id = "a"
+    engine_started_at = None
+
+    def __init__(self) -> None:
+        self.asked: list[float] = []
+        self.collect = threading.Event()
+        self.high_water = 60 * MIB
+        self._asking = threading.Condition()
+
+    def stats(self, timeout: float) -> dict[str, Any] | None:
+        with self._asking:
+            self.asked.append(time.monotonic())
+            self._asking.notify_all()
+        if not self.collect.wait(timeout):
+            return None
+        return stats("2026-12-01T21:51:06.5Z", 50 * MIB, 0.3, max_usage=self.high_water)
+
+    def wait_asked(self, count: int) -> None:
+        """The reads started on their own threads have asked (within 10 s)."""
+        with self._asking:
+            self._asking.wait_for(lambda: len(self.asked) >= count, timeout=10)
+
+
+def test_the_read_after_the_last_run_is_started_when_it_ends_and_not_asked_again() -> None:
+    engine = SlowStats()
+    figures = ResourceFigures()
+    sampler = ResourceSampler(engine, figures)  # type: ignore[arg-type]  # never started: no periodic reads
+    sampler.after_run()
+    sampler.after_run()  # the last /run: a read starts at once, before the shutdown
+    engine.wait_asked(2)  # each on a thread of its own
+    assert len(engine.asked) == 2
+    engine.high_water = 250 * MIB  # the engine's collection comes after the last /run
+    threading.Timer(0.2, engine.collect.set).start()
+    sampler.final()  # waits for that read, asks for no other
+    assert len(engine.asked) == 2
+    assert figures.final_read and figures.peak_bytes == 250 * MIB and figures.peak_from_high_water
+    sampler.after_run()  # after final(): nothing asked, nothing counted
+    assert len(engine.asked) == 2 and figures.samples == 2
+
+
+def test_without_a_read_started_after_the_last_run_the_final_read_is_made_then() -> None:
+    engine = SlowStats()
+    engine.collect.set()
+    figures = ResourceFigures()
+    sampler = ResourceSampler(engine, figures)  # type: ignore[arg-type]
+    sampler.final()  # no /run: one read, as before
+    assert len(engine.asked) == 1 and figures.final_read
+
+
+def test_figures_from_a_cgroup_are_only_those_of_the_containers_own_group() -> None:
+    # This process's groups do not hold that id: a reused PID is never read as the container.
+    assert localfs.cgroup_stats(os.getpid(), "0123456789abcdef" * 4) is None
+    assert localfs.cgroup_stats(0, "0123456789abcdef") is None
+
+
 def test_engine_times() -> None:
     assert parse_engine_time("0001-01-01T00:00:00Z") is None
     assert parse_engine_time("soon") is None
@@ -161,6 +223,38 @@ def test_the_explaining_line_is_an_exceptions_last_line() -> None:
 
 
 # -- against real images ------------------------------------------------------------------------------
+
+
+@pytest.mark.docker
+def test_on_a_local_engine_the_figures_are_the_engines_read_at_once() -> None:
+    import docker
+
+    from harness.dockerengine import calls
+    from sample_models import build
+
+    client = docker.from_env(version="auto")
+    container = client.containers.run(
+        build.CONFORMANT.tag, detach=True, environment={"PSC_MODEL_PORT": "23459"}, mem_limit=256 * MIB
+    )
+    try:
+        container.reload()
+        time.sleep(2)  # ready and idle: its figures hold still
+        engine = calls.stats(client, container, 5.0)  # collected just before its answer
+        began = time.monotonic()
+        local = localfs.cgroup_stats(container.attrs["State"]["Pid"], str(container.id))
+        took = time.monotonic() - began
+    finally:
+        container.remove(force=True)
+        client.close()
+    assert local is not None and engine is not None
+    assert took < 0.1  # the engine answers at its next collection, up to a second away
+    for figures in (ResourceFigures(), ResourceFigures()):
+        assert figures.count(local, "a") == pytest.approx(figures.count(engine, "a"), rel=0.1)
+    # A high-water mark where the engine gives one (cgroup v1), none where it does not (v2).
+    ours, theirs = local["memory_stats"].get("max_usage"), engine["memory_stats"].get("max_usage")
+    assert (ours is None) == (theirs is None)
+    assert theirs is None or ours == pytest.approx(theirs, rel=0.1)
+    assert parse_engine_time(local["read"]) == pytest.approx(parse_engine_time(engine["read"]), abs=2)
 
 
 @pytest.mark.docker

@@ -24,6 +24,7 @@ from ..runtime import Limits
 from ..transport import Transport
 from . import calls
 from .engine import Engine, resolve
+from .localfs import ContainerRoot, cgroup_stats
 
 EXIT_WAIT = 600.0  # seconds of one wait request for the container's exit, asked again after
 PIDS_LIMIT = 1024  # always: a fork bomb stays inside the container
@@ -73,6 +74,8 @@ class ModelContainer:
         self._exit: ExitWatch | None = None  # from the start on
         self._create_asked = False
         self.published_at: str | None = None  # host address:port, as the engine published it
+        self._root: ContainerRoot | None = None  # its root from the host (a local engine), once opened
+        self._root_tried = False
 
     def __enter__(self) -> ModelContainer:
         try:
@@ -202,7 +205,16 @@ class ModelContainer:
         return self._exit.wait(timeout) if self._exit is not None else None
 
     def stats(self, timeout: float) -> dict[str, Any] | None:
-        return calls.stats(self._client, self.container, timeout) if self.container is not None else None
+        """The engine's figures of the container: on a local engine read at once from its cgroup
+        (localfs.cgroup_stats), else asked of the engine, which answers at its next collection."""
+        if self.container is None:
+            return None
+        if self.engine.local and self.started:
+            pid = (self.container.attrs.get("State") or {}).get("Pid")
+            found = cgroup_stats(pid, str(self.container.id)) if isinstance(pid, int) else None
+            if found is not None:
+                return found
+        return calls.stats(self._client, self.container, timeout)
 
     def kill(self) -> None:
         if self.container is not None:
@@ -221,6 +233,21 @@ class ModelContainer:
         assert self.container is not None
         return calls.read_archive(self._client, self.container, path)
 
+    def read_file(self, path: str) -> contextlib.AbstractContextManager[tuple[int, IO[bytes]] | None]:
+        """The regular file at ``path`` read from the host without the engine (its size and a
+        stream), or None: then ask ``read_archive`` (see localfs.py for when and how)."""
+        root = self._local_root()
+        return root.regular_file(path) if root is not None else contextlib.nullcontext(None)
+
+    def _local_root(self) -> ContainerRoot | None:
+        # Tried once per container: on a remote engine, in a VM or without the right to look
+        # into the model's root, every read goes through the engine.
+        if not self._root_tried and self.container is not None and self.started and self.engine.local:
+            self._root_tried = True
+            pid = (self.container.attrs.get("State") or {}).get("Pid")
+            self._root = ContainerRoot.open(pid) if isinstance(pid, int) else None
+        return self._root
+
     def log_tail(self, lines: int = calls.LOG_TAIL_LINES, since: float | None = None) -> str:
         """The last lines of the container's output, bounded (see calls.log_tail)."""
         return (
@@ -229,6 +256,9 @@ class ModelContainer:
 
     def remove(self) -> None:
         self._transport = None
+        root, self._root = self._root, None
+        if root is not None:
+            root.close()
         if self.container is not None:
             container, self.container = self.container, None
             with contextlib.suppress(docker.errors.NotFound):
