@@ -28,7 +28,7 @@ from .checks import (
 from .context import CheckContext
 from .contracts import Contract
 from .errors import CheckSkipped
-from .grpcclient import GrpcExchange, GrpcModelClient
+from .grpcclient import MESSAGE_LIMIT, GrpcExchange, GrpcModelClient
 from .jobs import OutputFile
 from .metadata import ModelMetadata
 from .runtime import DEFAULT_CPUS, DEFAULT_MEMORY
@@ -313,9 +313,10 @@ def run_max_size(ctx: CheckContext) -> None:
     sized = {n: m for n, m in ctx.metadata.input_max.items() if m}
     if not sized:
         raise CheckSkipped("model.yaml declares no inputs.<name>.maxSize")
-    limit = GrpcModelClient(ctx.label, 1).max_send_bytes
-    if sum(sized.values()) > limit:
-        raise CheckSkipped(f"the declared maxSize is over the harness's gRPC message limit of {limit} bytes")
+    if sum(sized.values()) > MESSAGE_LIMIT:
+        raise CheckSkipped(
+            f"the declared maxSize is over the harness's gRPC message limit of {MESSAGE_LIMIT} bytes"
+        )
     inputs = item_inputs(ctx, found[0])
     for name, size in sized.items():
         seed = inputs.get(name) or b"x"

@@ -180,12 +180,22 @@ def _file_chunks(path: Path, size: int) -> Iterator[bytes]:
     """Exactly ``size`` bytes of the file, as its TAR header announced them."""
     left = size
     with path.open("rb") as stream:
-        while left:
-            chunk = stream.read(min(READ_CHUNK, left))
-            if not chunk:
-                raise SetupError(f"the input file {path} shrank while it was copied into the container")
+        for chunk in _chunks(stream, size):
             left -= len(chunk)
             yield chunk
+    if left:
+        raise SetupError(f"the input file {path} shrank while it was copied into the container")
+
+
+def _chunks(stream: IO[bytes], size: int) -> Iterator[bytes]:
+    """At most ``size`` bytes of a stream, as they come; fewer if it ends first."""
+    left = size
+    while left:
+        chunk = stream.read(min(READ_CHUNK, left))
+        if not chunk:
+            return
+        left -= len(chunk)
+        yield chunk
 
 
 def collect(
@@ -220,7 +230,7 @@ def read_output(container: ModelProcess, output_dir: str, name: str, cap: int) -
     # A regular file, on a local engine: read from the host without an engine call.
     with container.read_file(f"{output_dir}/{name}") as local:
         if local is not None:
-            found = _local_entry(local[1], local[0], name, cap)
+            found = _file_entry(local[1], local[0], name, cap)
             if found is not None:
                 return found
     # The engine archives the path itself without following it: a link or a FIFO is one
@@ -269,43 +279,30 @@ def _entry(archive: tarfile.TarFile, member: tarfile.TarInfo, name: str, cap: in
         return OutputFile(name, "directory")
     if not member.isreg():
         return OutputFile(name, "special")
-    entry = OutputFile(name, "file", size=member.size)
-    if member.size > OUTPUT_SKIP:
-        return entry  # neither held nor hashed (sha256 None), and the stream is closed unread
     stream = archive.extractfile(member)
     assert stream is not None
-    digest = hashlib.sha256()
-    kept = bytearray() if member.size <= cap else None
-    for chunk in iter(lambda: _read(stream), b""):
-        digest.update(chunk)
-        if kept is not None:
-            kept += chunk
-    entry.sha256 = digest.hexdigest()
-    entry.content = bytes(kept) if kept is not None else None
-    return entry
+    found = _file_entry(stream, member.size, name, cap)
+    assert found is not None  # tarfile raises on an archive cut short
+    return found
 
 
-def _local_entry(stream: IO[bytes], size: int, name: str, cap: int) -> OutputFile | None:
-    """A regular file read as the archive's member would be: ``size`` bytes at most (None
-    when it shrank meanwhile: the engine's archive then tells what it is)."""
+def _file_entry(stream: IO[bytes], size: int, name: str, cap: int) -> OutputFile | None:
+    """A regular file of ``size`` bytes, read from its archive member or from the host: hashed,
+    and held when at most ``cap``; None when fewer bytes came (a file that shrank meanwhile,
+    on the host: the engine's archive then tells what it is)."""
     entry = OutputFile(name, "file", size=size)
     if size > OUTPUT_SKIP:
-        return entry
+        return entry  # neither held nor hashed (sha256 None), and the stream is closed unread
     digest = hashlib.sha256()
     kept = bytearray() if size <= cap else None
-    left = size
-    while left:
-        chunk = stream.read(min(256 * 1024, left))
-        if not chunk:
-            return None
-        left -= len(chunk)
+    read = 0
+    for chunk in _chunks(stream, size):
+        read += len(chunk)
         digest.update(chunk)
         if kept is not None:
             kept += chunk
+    if read < size:
+        return None
     entry.sha256 = digest.hexdigest()
     entry.content = bytes(kept) if kept is not None else None
     return entry
-
-
-def _read(stream: IO[bytes]) -> bytes:
-    return stream.read(256 * 1024)

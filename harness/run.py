@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
 
-from . import jobs
 from .battery import Check, Phase, planned_jobs
 from .budget import Budget
 from .context import CheckContext
 from .contracts import contract_for
 from .declared import Declared
 from .dockerengine import ImageSource
-from .http import Exchange
 from .lifecycle import ModelLife
 from .lifetime import CheckRecord
 from .metadata import ModelMetadata
@@ -111,26 +108,6 @@ class ImageRun:
             if check.phase is Phase.RUN and self.metadata is not None and battery:
                 self.traffic.prestage(planned_jobs(battery, self.context))  # once, for the whole battery
             yield record
-
-    def run_job(
-        self,
-        inputs: Mapping[str, bytes | Path],
-        *,
-        name: str = "job",
-        payload: dict[str, object] | None = None,
-    ) -> jobs.JobResult:
-        return self.traffic.run_job(inputs, name=name, payload=payload)
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: bytes = b"",
-        headers: dict[str, str] | None = None,
-        timeout: float | None = None,
-    ) -> Exchange:
-        return self.traffic.request(method, path, body=body, headers=headers, timeout=timeout)
 
     def close(self) -> None:
         """Remove everything this run created: the container, and the image it loaded or pulled."""

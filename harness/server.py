@@ -60,13 +60,13 @@ class ModelServer:
         """One HTTP exchange with the model (default timeout: the run timeout), bounded as the
         battery's are: its ``status``, ``headers``, ``body`` and ``json()``. The HTTP contract's
         only (gRPC: ``transport``)."""
-        return self._run.request(method, path, body=body, headers=headers, timeout=timeout)
+        return self._run.traffic.request(method, path, body=body, headers=headers, timeout=timeout)
 
     def run_job(
         self, inputs: Mapping[str, bytes | Path], *, payload: dict[str, object] | None = None
     ) -> JobResult:
         """POST /run on these input files (name -> content or file): the exchange and the outputs."""
-        return self._run.run_job(inputs, name="author", payload=payload)
+        return self._run.traffic.run_job(inputs, name="author", payload=payload)
 
     @property
     def transport(self) -> Transport:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from . import jobs
 from .budget import Budget
@@ -55,12 +55,7 @@ class Traffic:
         self.life.busy()
         with timed(steps, *next(number)) as details:
             exchange = http.post_json("/run", job, timeout=self.budget.run_timeout)
-            self.life.ran()
-            self.life.lifetime.cite(exchange)
-            rehearsal = self.life.rehearsal
-            if exchange.answered and rehearsal is not None:
-                rehearsal.run.seconds = max(rehearsal.run.seconds or 0.0, exchange.seconds)
-            details.update(httpStatus=exchange.status, outcome=exchange.outcome.value)
+            self._ran(exchange, details)
         metadata = self.declared.metadata
         caps = {k: v or 0 for k, v in metadata.output_max.items()} if metadata else {}
         result = jobs.JobResult(
@@ -81,6 +76,16 @@ class Traffic:
             {"job": name, "httpStatus": exchange.status, "steps": [s.as_dict() for s in steps]}
         )
         return result
+
+    def _ran(self, exchange: Answer, details: dict[str, Any]) -> None:
+        """A job's call ended: the evidence of the check under way, the slowest run for the
+        rehearsal, the step's figures, and a stats read after it."""
+        self.life.ran()
+        self.life.lifetime.cite(exchange)
+        rehearsal = self.life.rehearsal
+        if exchange.answered and rehearsal is not None:
+            rehearsal.run.seconds = max(rehearsal.run.seconds or 0.0, exchange.seconds)
+        details.update(httpStatus=exchange.status, outcome=exchange.outcome.value)
 
     def prestage(self, planned: Sequence[Mapping[str, Path]]) -> None:
         """Copy the inputs of the jobs the battery will make into the container at once.
@@ -108,12 +113,7 @@ class Traffic:
         next(number)  # no files to fetch: the inputs travel in the request
         with timed(steps, *next(number)) as details:
             exchange = send(transport, self.budget.run_timeout)
-            self.life.ran()
-            self.life.lifetime.cite(exchange)
-            rehearsal = self.life.rehearsal
-            if exchange.answered and rehearsal is not None:
-                rehearsal.run.seconds = max(rehearsal.run.seconds or 0.0, exchange.seconds)
-            details.update(httpStatus=exchange.status, outcome=exchange.outcome.value)
+            self._ran(exchange, details)
         self.observed.jobs.append(
             {"job": name, "httpStatus": exchange.status, "steps": [s.as_dict() for s in steps]}
         )

@@ -243,18 +243,30 @@ def build_base(client: docker.DockerClient) -> str:
 def build_sample(client: docker.DockerClient, sample: Sample, base: str) -> Image:
     if sample.protocol == "grpc":
         return build_grpc_sample(client, sample, base)
+    buildargs = {
+        "BASE_IMAGE": base,
+        "VARIANT": sample.name,
+        "READY_AFTER": str(sample.ready_after),
+        "LOG_FLOOD_MIB": str(sample.log_flood_mib),
+        "MODEL_YAML": sample.model_yaml,
+    }
+    return build_image(client, HERE / "langid", sample, buildargs, target=sample.target)
+
+
+def build_image(
+    client: docker.DockerClient,
+    context: Path,
+    sample: Sample,
+    buildargs: dict[str, str],
+    target: str | None = None,
+) -> Image:
+    """One sample image from its build context, labelled with its name; a failure says why."""
     try:
         image, _log = client.images.build(
-            path=str(HERE / "langid"),
+            path=str(context),
             tag=sample.tag,
-            buildargs={
-                "BASE_IMAGE": base,
-                "VARIANT": sample.name,
-                "READY_AFTER": str(sample.ready_after),
-                "LOG_FLOOD_MIB": str(sample.log_flood_mib),
-                "MODEL_YAML": sample.model_yaml,
-            },
-            target=sample.target,
+            buildargs=buildargs,
+            target=target,
             labels={LABEL: sample.name},
             pull=False,
             rm=True,
@@ -314,21 +326,7 @@ def build_grpc_sample(client: docker.DockerClient, sample: Sample, base: str) ->
     with tempfile.TemporaryDirectory(prefix="psc-grpc-") as tmp:
         context = Path(tmp) / "context"
         grpc_context(client, context)
-        try:
-            image, _log = client.images.build(
-                path=str(context),
-                tag=sample.tag,
-                buildargs={"BASE_IMAGE": base, "VARIANT": sample.name},
-                labels={LABEL: sample.name},
-                pull=False,
-                rm=True,
-                forcerm=True,
-            )
-        except docker.errors.BuildError as exc:
-            log = "".join(str(item.get("stream", item.get("error", ""))) for item in exc.build_log)
-            raise BuildError(f"building {sample.tag} failed: {exc.msg}\n{log[-2000:]}") from None
-    say(f"{sample.tag} {image.short_id}")
-    return image
+        return build_image(client, context, sample, {"BASE_IMAGE": base, "VARIANT": sample.name})
 
 
 def save_tar(image: Image, target: Path) -> None:
